@@ -1,0 +1,21 @@
+"""retarget: port PyTorch models to JAX / Flax NNX, code and weights together.
+
+Public API:
+- `convert(source, target="flax") -> Conversion` (`.code`, `.diagnostics`)
+- `port_weights(state_dict, model)` copies a PyTorch state dict into a converted model
+"""
+from __future__ import annotations
+
+from .diagnostics import ConversionError, Diagnostic
+from .pipeline import Conversion, convert_source
+from .weights.port import WeightsError, port_weights
+
+__all__ = ["convert", "port_weights", "Conversion", "Diagnostic", "ConversionError", "WeightsError"]
+TARGETS = ("flax",)
+
+
+def convert(source: str, *, target: str = "flax", path: str = "<string>") -> Conversion:
+    """Convert PyTorch source code to `target` (only "flax" for now)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
+    return convert_source(source, path)

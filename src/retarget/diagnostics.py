@@ -1,0 +1,52 @@
+"""Diagnostics with stable codes, and the errors retarget raises.
+
+Every construct retarget cannot translate is kept as it was, marked in the
+output with `# RETARGET-TODO(CODE): message` on the line above, and reported
+as a `Diagnostic`. The codes are stable so they can be grepped and counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MARKER = "RETARGET-TODO"
+
+CODES = {
+    "RT101": "torch API with no rule: kept as is, translate by hand",
+    "RT102": "argument or call form the rule cannot express",
+    "RT103": "torch layer class used as a value (not called)",
+    "RT104": "in-place tensor method used as a value",
+    "RT105": "dynamic structure retarget cannot follow (string attribute names, setattr)",
+    "RT106": "weight tying between layers of unknown types",
+    "RT107": "nn.init call on something that is not a known layer variable",
+}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    line: int
+    column: int
+    code: str
+    message: str
+    path: str = "<string>"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.code} {self.message}"
+
+    @property
+    def comment(self) -> str:
+        return f"# {MARKER}({self.code}): {self.message}"
+
+
+class ConversionError(Exception):
+    """The input cannot be converted at all (e.g. a syntax error): nothing is written."""
+
+    def __init__(self, message: str, path: str = "<string>", line: int = 0, column: int = 0):
+        super().__init__(f"{path}:{line}:{column}: {message}")
+        self.path, self.line, self.column, self.message = path, line, column, message
+
+
+@dataclass(frozen=True)
+class Escape:
+    """Returned by a rewrite that cannot convert: the code and reason for the marker."""
+    code: str
+    message: str

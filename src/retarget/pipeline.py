@@ -1,0 +1,70 @@
+"""The whole conversion of one source file, in order:
+
+parse -> resolve names -> analyse (structural facts) -> transform (structural
+passes and rule rewrites, one bottom-up traversal) -> support helpers ->
+imports -> checks -> render.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from .diagnostics import ConversionError, Diagnostic
+from .rewrite.context import Context
+from .rewrite.facts import Analysis
+from .rewrite.imports import fix_imports
+from .rewrite.names import TorchNames
+from .rewrite.support import SUPPORT
+from .rewrite.transformer import Converter, Prepass
+from .rules import RuleSet, default_rules
+
+
+@dataclass
+class Conversion:
+    """The converted source and what could not be converted."""
+    code: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.diagnostics
+
+
+def parse(source: str, path: str) -> cst.Module:
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        raise ConversionError(f"syntax error: {exc.message}", path, exc.raw_line, exc.raw_column + 1) from None
+
+
+def _helpers(module: cst.Module, requested: set[str]) -> list[cst.BaseStatement]:
+    """Support definitions to copy in, minus any the file already defines (a re-conversion)."""
+    defined = {s.name.value for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
+    return SUPPORT.render({n for n in requested if n not in defined}) if requested - defined else []
+
+
+def check(code: str, path: str) -> None:
+    """The output must parse; anything else is a bug in retarget, reported as such."""
+    try:
+        cst.parse_module(code)
+    except cst.ParserSyntaxError as exc:  # pragma: no cover - internal error guard
+        raise RuntimeError(f"{path}: retarget produced code that does not parse: {exc.message}") from None
+
+
+def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None) -> Conversion:
+    rules = rules or default_rules()
+    wrapper = MetadataWrapper(parse(source, path))
+    names = TorchNames()
+    wrapper.visit(names)
+    prepass = Prepass()
+    wrapper.module.visit(prepass)
+    analysis = Analysis(wrapper.module, names.qualnames, rules)
+    ctx = Context(path, rules, names.qualnames, wrapper.resolve(PositionProvider), analysis, analysis.run(),
+                  isinstance_refs=prepass.isinstance_refs)
+    converted = wrapper.module.visit(Converter(ctx, prepass))
+    converted = fix_imports(converted, _helpers(converted, ctx.support))
+    check(converted.code, path)
+    diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
+    return Conversion(converted.code, diagnostics)

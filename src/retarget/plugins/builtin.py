@@ -1,0 +1,104 @@
+"""Plugins for torch idioms a template cannot express."""
+from __future__ import annotations
+
+import libcst as cst
+
+from ..diagnostics import Escape
+from ..rewrite.calls import Site
+from ..rewrite.names import dotted
+from . import register
+
+
+@register("noop_decorator")
+def noop_decorator(site: Site, rngs: cst.BaseExpression):
+    """`torch.jit.ignore` and friends: dropped where used as decorators, meaningless as calls."""
+    return Escape("RT102", f"`{site.rule.name}` only converts as a decorator")
+
+
+@register("noop_context")
+def noop_context(site: Site, rngs: cst.BaseExpression):
+    """`torch.no_grad()` and friends: unwrapped where used in `with`, meaningless as calls."""
+    return Escape("RT102", f"`{site.rule.name}` only converts as a `with` context")
+
+
+def _literal_bool(node) -> bool | None:
+    if node is None:
+        return True
+    if isinstance(node, cst.Name) and node.value in ("True", "False"):
+        return node.value == "True"
+    return None
+
+
+@register("register_buffer")
+def register_buffer(site: Site, rngs: cst.BaseExpression):
+    """`self.register_buffer("mask", t, persistent=...)` -> `self.mask = Buffer(t)` (or a plain array)."""
+    name, tensor = site.arg("name"), site.arg("tensor")
+    persistent = _literal_bool(site.arg("persistent"))
+    if not site.statement or not isinstance(name, cst.SimpleString) or persistent is None:
+        return Escape("RT105", "register_buffer needs a literal name and persistent flag, as a statement")
+    target = cst.Attribute(site.receiver, cst.Name(name.evaluated_value))
+    if tensor is None or (isinstance(tensor, cst.Name) and tensor.value == "None"):
+        return cst.Assign([cst.AssignTarget(target)], cst.Name("None"))
+    if persistent:
+        site.extra["ctx"].support.add("Buffer")
+        tensor = cst.Call(cst.Name("Buffer"), [cst.Arg(tensor)])
+    return cst.Assign([cst.AssignTarget(target)], tensor)
+
+
+def _init_variable(site: Site) -> cst.BaseExpression | Escape:
+    """The Flax variable an `nn.init.*_(tensor)` call writes, from the original argument."""
+    ctx = site.extra["ctx"]
+    original = site.original.args[0].value if site.original.args else None
+    if isinstance(original, cst.Attribute) and original.attr.value == "data":
+        original = original.value
+    name = dotted(original) if original is not None else None
+    if isinstance(original, cst.Attribute) and name:
+        rule = ctx.layer_rule(original.value)
+        if rule is not None:
+            spec = rule.attrs.get(original.attr.value, {})
+            if "var" not in spec:
+                return Escape("RT107", f"`{original.attr.value}` of {rule.name} is not a variable")
+            return cst.parse_expression(f"{dotted(original.value)}.{spec['var']}")
+        if name.startswith("self.") and ctx.module_class is not None:
+            return cst.parse_expression(name)
+    return Escape("RT107", "nn.init on a tensor whose layer type retarget cannot tell; "
+                           "narrow it with isinstance(m, nn.X) or initialise the Flax variable by hand")
+
+
+@register("nn_init")
+def nn_init(site: Site, rngs: cst.BaseExpression):
+    """`nn.init.normal_(m.weight, std=.02)` -> `m.kernel.value = <initialiser>` (same distribution)."""
+    if not site.statement:
+        return Escape("RT104", f"`{site.rule.name}` used as a value")
+    variable = _init_variable(site)
+    if isinstance(variable, Escape):
+        return variable
+    ctx = site.extra["ctx"]
+    key = cst.parse_expression("rngs.params()" if ctx.has_rngs() else "jax.random.key(0)")
+    values = {**site.bound, "tensor": variable, "key": key}
+    defaults = {n: cst.parse_expression(t) for n, t in site.rule.sig.defaults.items()}
+    for template in site.rule.templates:
+        value = template.render(values, defaults)
+        if value is not None:
+            return cst.Assign([cst.AssignTarget(cst.Attribute(variable, cst.Name("value")))], value)
+    return Escape("RT102", f"no target form of `{site.rule.name}` fits this call")
+
+
+_DTYPE_PREFIXES = ("jnp.", "np.")
+
+
+def _is_dtype(node) -> bool:
+    text = dotted(node) or ""
+    return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool")
+
+
+@register("tensor_to")
+def tensor_to(site: Site, rngs: cst.BaseExpression):
+    """`.to(device)` is dropped (JAX places arrays itself); `.to(dtype)` becomes `.astype(dtype)`."""
+    dtype = site.arg("dtype")
+    first = site.arg("device")
+    if dtype is None and first is not None and _is_dtype(first):
+        dtype = first
+    if dtype is None:
+        return site.receiver
+    return cst.Call(cst.Attribute(site.receiver, cst.Name("astype")), [cst.Arg(dtype)])

@@ -1,0 +1,94 @@
+"""Apply one rule to one call: bind the torch arguments, then render a template or run a plugin."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from ..diagnostics import Escape
+from ..plugins import REGISTRY
+from ..rules import Rule, Signature
+
+
+@dataclass
+class Site:
+    """Everything a template or plugin sees of the call being rewritten."""
+    rule: Rule
+    original: cst.Call
+    updated: cst.Call
+    bound: dict[str, object]
+    receiver: cst.BaseExpression | None = None
+    statement: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def arg(self, name: str):
+        return self.bound.get(name)
+
+
+def bind(sig: Signature, args: tuple[cst.Arg, ...]) -> dict[str, object] | Escape:
+    """Match call arguments to a torch signature, like Python would."""
+    bound: dict[str, object] = {}
+    positional = [n for n in sig.names if n not in sig.kwonly]
+    star: list[cst.Arg] = []
+    for i, arg in enumerate(args):
+        if arg.star == "**":
+            return Escape("RT102", "`**kwargs` in a call to a torch API: pass the arguments explicitly")
+        if arg.keyword is not None:
+            name = arg.keyword.value
+            if name not in sig.names:
+                return Escape("RT102", f"unknown argument `{name}`")
+            bound[name] = arg.value
+        elif arg.star == "*" or (i >= len(positional) and sig.varargs):
+            if not sig.varargs:
+                return Escape("RT102", "`*args` in a call whose torch signature has no *args")
+            star.append(arg)
+        elif i < len(positional) and not star:
+            bound[positional[i]] = arg.value
+        else:
+            return Escape("RT102", "more positional arguments than the torch signature takes")
+    if sig.varargs:
+        bound[sig.varargs] = star
+    return bound
+
+
+def _defaults(sig: Signature) -> dict[str, cst.BaseExpression]:
+    return {name: cst.parse_expression(text) for name, text in sig.defaults.items()}
+
+
+def _is_default(rule: Rule, name: str, value: object) -> bool:
+    default = rule.sig.defaults.get(name)
+    if default is None or not isinstance(value, cst.BaseExpression):
+        return False
+    return cst.Module([]).code_for_node(value).replace(" ", "") == default.replace(" ", "")
+
+
+def unexpressible(rule: Rule, bound: dict[str, object]) -> Escape | None:
+    """An argument the caller gave that no template uses, is not droppable and is not the default."""
+    used = set().union(*(t.placeholders for t in rule.templates)) if rule.templates else set(bound)
+    for name, value in bound.items():
+        if name in used or name in rule.drop or (isinstance(value, list) and not value):
+            continue
+        if not _is_default(rule, name, value):
+            return Escape("RT102", f"`{rule.name.rsplit('.', 1)[-1]}` argument `{name}` has no JAX equivalent here")
+    return None
+
+
+def apply_rule(site: Site, rngs: cst.BaseExpression) -> cst.CSTNode | Escape:
+    """The replacement for `site.updated` under its rule, or why there is none."""
+    rule = site.rule
+    problem = unexpressible(rule, site.bound)
+    if problem:
+        return problem
+    if rule.plugin:
+        return REGISTRY[rule.plugin](site, rngs)
+    values = dict(site.bound)
+    values["rngs"] = rngs
+    if site.receiver is not None:
+        values["self"] = site.receiver
+    defaults = _defaults(rule.sig)
+    for template in rule.templates:
+        out = template.render(values, defaults)
+        if out is not None:
+            return out
+    missing = sorted(set().union(*(t.placeholders for t in rule.templates)) - set(values))
+    return Escape("RT102", f"no target form of `{rule.name}` fits this call (missing {', '.join(missing)})")

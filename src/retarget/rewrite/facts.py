@@ -1,0 +1,249 @@
+"""Whole-file facts the rewrites need before they start.
+
+- which classes are modules (subclass nn.Module, a torch layer, or another
+  module class of the file);
+- the type of each layer attribute a module builds in `__init__`
+  (`self.fc = nn.Linear(...)`, entries of `nn.ModuleDict(dict(wte=...))`), so
+  `self.fc.weight` can become `self.fc.kernel.T`;
+- which functions build layers and so need an `rngs` argument, and which
+  parameters receive layer classes (`block`, `norm_layer`) so that calls
+  through them get `rngs` too. Both are fixed points over the call graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from ..rules import RuleSet
+from .names import dotted
+
+
+@dataclass
+class ClassFacts:
+    name: str
+    layer_base: str | None = None
+    attr_types: dict[str, str] = field(default_factory=dict)
+    reads_training: bool = False
+
+
+@dataclass
+class FunctionFacts:
+    key: str
+    node: cst.FunctionDef
+    owner: str | None
+    params: list[str]
+    calls: list[cst.Call] = field(default_factory=list)
+    class_values: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Facts:
+    classes: dict[str, ClassFacts]
+    functions: dict[str, FunctionFacts]
+    rngs_functions: set[str]
+
+    def is_module_class(self, name: str | None) -> bool:
+        return name in self.classes
+
+
+def _params(node: cst.FunctionDef) -> list[str]:
+    p = node.params
+    return [a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params)]
+
+
+class _Collector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.classes: dict[str, cst.ClassDef] = {}
+        self.functions: dict[str, FunctionFacts] = {}
+        self._class: list[str] = []
+        self._func: list[FunctionFacts] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.classes.setdefault(node.name.value, node)
+        self._class.append(node.name.value)
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self._class.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        owner = self._class[-1] if self._class and not self._func else None
+        key = f"{owner}.{node.name.value}" if owner else node.name.value
+        facts = FunctionFacts(key, node, owner, _params(node))
+        self.functions.setdefault(key, facts)
+        self._func.append(facts)
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._func.pop()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if self._func:
+            self._func[-1].calls.append(node)
+
+
+class Analysis:
+    """Compute `Facts` for one parsed module."""
+
+    def __init__(self, module: cst.Module, qualnames: dict, rules: RuleSet):
+        self.qualnames, self.rules = qualnames, rules
+        self.collector = _Collector()
+        module.visit(self.collector)
+
+    def run(self) -> Facts:
+        classes = self._module_classes()
+        facts = Facts(classes, self.collector.functions, set())
+        for cls in classes.values():
+            self._attribute_types(cls, facts)
+        self._class_valued_params(facts)
+        facts.rngs_functions = self._rngs_functions(facts)
+        return facts
+
+    def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
+        name = self.qualnames.get(node)
+        return name if name and self.rules.get("module", name) else None
+
+    def _module_classes(self) -> dict[str, ClassFacts]:
+        found: dict[str, ClassFacts] = {}
+        changed = True
+        while changed:
+            changed = False
+            for name, node in self.collector.classes.items():
+                if name in found:
+                    continue
+                for base in node.bases:
+                    qual = self.qualnames.get(base.value)
+                    local = dotted(base.value)
+                    if qual == "torch.nn.Module" or self.layer_rule_name(base.value) or local in found:
+                        layer = self.layer_rule_name(base.value) or (found[local].layer_base if local in found else None)
+                        found[name] = ClassFacts(name, layer)
+                        changed = True
+                        break
+        for name, cls in found.items():
+            cls.reads_training = "self.training" in cst.Module([self.collector.classes[name]]).code
+        return found
+
+    def value_type(self, node: cst.BaseExpression, facts: Facts) -> str | None:
+        """The layer type a constructor call builds: a torch rule name or a module class of the file."""
+        if not isinstance(node, cst.Call):
+            return None
+        rule = self.layer_rule_name(node.func)
+        if rule:
+            return rule
+        name = dotted(node.func)
+        return name if facts.is_module_class(name) else None
+
+    def _attribute_types(self, cls: ClassFacts, facts: Facts) -> None:
+        init = facts.functions.get(f"{cls.name}.__init__")
+        if init is None:
+            return
+        for stmt in _assignments(init.node):
+            target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
+            if not target or not target.startswith("self."):
+                continue
+            attr = target[len("self."):]
+            kind = self.value_type(stmt.value, facts)
+            if kind:
+                cls.attr_types[attr] = kind
+            for key, value in _dict_entries(stmt.value):
+                entry = self.value_type(value, facts)
+                if entry:
+                    cls.attr_types[f"{attr}.{key}"] = entry
+
+    def _is_class_value(self, node: cst.BaseExpression, func: FunctionFacts, facts: Facts) -> bool:
+        name = dotted(node)
+        return bool(self.layer_rule_name(node)) or facts.is_module_class(name) or name in func.class_values
+
+    def _class_valued_params(self, facts: Facts) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for func in facts.functions.values():
+                for name, value in _local_bindings(func.node):
+                    if name not in func.class_values and self._is_class_value(value, func, facts):
+                        func.class_values.add(name)
+                        changed = True
+                for call in func.calls:
+                    changed |= self._mark_callee_params(call, func, facts)
+
+    def _callee(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> FunctionFacts | None:
+        name = dotted(call.func)
+        if name and name.startswith("self.") and caller.owner:
+            return facts.functions.get(f"{caller.owner}.{name[5:]}")
+        if facts.is_module_class(name):
+            return facts.functions.get(f"{name}.__init__")
+        return facts.functions.get(name) if name else None
+
+    def _mark_callee_params(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> bool:
+        callee = self._callee(call, caller, facts)
+        if callee is None:
+            return False
+        params = callee.params[1:] if callee.owner else callee.params
+        changed = False
+        for i, arg in enumerate(call.args):
+            if arg.star or not self._is_class_value(arg.value, caller, facts):
+                continue
+            target = arg.keyword.value if arg.keyword else (params[i] if i < len(params) else None)
+            if target and target not in callee.class_values:
+                callee.class_values.add(target)
+                changed = True
+        return changed
+
+    def needs_rngs(self, call: cst.Call, func: FunctionFacts, facts: Facts, known: set[str]) -> bool:
+        """Whether this call builds layers and so must receive `rngs`."""
+        rule = self.layer_rule_name(call.func)
+        if rule:
+            return self.rules.get("module", rule).needs_rngs
+        name = dotted(call.func)
+        if facts.is_module_class(name) or name in func.class_values:
+            return True
+        callee = self._callee(call, func, facts)
+        return callee is not None and callee.key in known
+
+    def _rngs_functions(self, facts: Facts) -> set[str]:
+        known = {f"{c}.__init__" for c in facts.classes if f"{c}.__init__" in facts.functions}
+        changed = True
+        while changed:
+            changed = False
+            for func in facts.functions.values():
+                if func.key in known or func.node.name.value == "forward":
+                    continue
+                if any(self.needs_rngs(c, func, facts, known) for c in func.calls):
+                    known.add(func.key)
+                    changed = True
+        return known
+
+
+def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
+    found: list[cst.Assign] = []
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Assign(self, node: cst.Assign) -> None:
+            found.append(node)
+
+    func.body.visit(_Visitor())
+    return found
+
+
+def _local_bindings(func: cst.FunctionDef):
+    """(name, value) for parameter defaults and simple assignments in a function."""
+    for param in (*func.params.params, *func.params.kwonly_params):
+        if param.default is not None:
+            yield param.name.value, param.default
+    for stmt in _assignments(func):
+        if len(stmt.targets) == 1 and isinstance(stmt.targets[0].target, cst.Name):
+            yield stmt.targets[0].target.value, stmt.value
+
+
+def _dict_entries(node: cst.BaseExpression):
+    """Entries of `X(dict(a=..))` / `X({'a': ..})` constructions (ModuleDict and friends)."""
+    if not isinstance(node, cst.Call) or not node.args:
+        return
+    inner = node.args[0].value
+    if isinstance(inner, cst.Call) and dotted(inner.func) == "dict":
+        for arg in inner.args:
+            if arg.keyword:
+                yield arg.keyword.value, arg.value
+    elif isinstance(inner, cst.Dict):
+        for el in inner.elements:
+            if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString):
+                yield el.key.evaluated_value, el.value

@@ -1,0 +1,111 @@
+"""Import fixing: drop torch imports nothing uses any more, add the JAX/Flax ones the code now uses.
+
+Imports are added only for names the converted code actually references and
+does not bind itself, so a file that ends up needing no `jax` gets none.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from .names import dotted
+
+KNOWN_IMPORTS = {
+    "jax": "import jax",
+    "jnp": "import jax.numpy as jnp",
+    "nnx": "from flax import nnx",
+    "math": "import math",
+    "partial": "from functools import partial",
+}
+ORDER = ["math", "partial", "jax", "jnp", "nnx"]
+
+
+class _Usage(cst.CSTVisitor):
+    """Names read anywhere outside import statements, and names bound at module level."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+        self.bound: set[str] = set()
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        for alias in node.names:
+            self.bound.add((dotted(alias.asname.name) if alias.asname else dotted(alias.name)).split(".")[0])
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        if not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                self.bound.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name))
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.used.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)  # `jax.nn.relu` reads `jax`, not a name `nn`
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.bound.add(node.name.value)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.bound.add(node.name.value)
+
+
+def _is_torch(module_name: str | None) -> bool:
+    return bool(module_name) and module_name.split(".")[0] == "torch"
+
+
+class _DropUnusedTorch(cst.CSTTransformer):
+    def __init__(self, used: set[str]):
+        self.used = used
+
+    def _keep(self, alias: cst.ImportAlias, full: str) -> bool:
+        bound = dotted(alias.asname.name) if alias.asname else full.split(".")[0]
+        return bound in self.used
+
+    def leave_Import(self, original: cst.Import, updated: cst.Import):
+        keep = [a for a in updated.names if not _is_torch(dotted(a.name)) or self._keep(a, dotted(a.name))]
+        return _with_names(updated, keep)
+
+    def leave_ImportFrom(self, original: cst.ImportFrom, updated: cst.ImportFrom):
+        module = dotted(updated.module) if updated.module else None
+        if not _is_torch(module) or isinstance(updated.names, cst.ImportStar):
+            return updated
+        return _with_names(updated, [a for a in updated.names if self._keep(a, dotted(a.name))])
+
+
+def _with_names(node, names: list[cst.ImportAlias]):
+    if not names:
+        return cst.RemoveFromParent()
+    names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return node.with_changes(names=names)
+
+
+def _insert_at(module: cst.Module) -> int:
+    """Index after the docstring, `__future__` imports and the leading import block."""
+    index = 0
+    for i, stmt in enumerate(module.body):
+        if isinstance(stmt, cst.SimpleStatementLine) and all(
+                isinstance(s, (cst.Import, cst.ImportFrom)) or (i == 0 and isinstance(s, cst.Expr)
+                                                                and isinstance(s.value, cst.SimpleString))
+                for s in stmt.body):
+            index = i + 1
+        else:
+            break
+    return index
+
+
+def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement]) -> cst.Module:
+    """Remove dead torch imports; add needed JAX imports, then the support helpers."""
+    usage = _Usage()
+    cst.Module(body=[*module.body, *helpers]).visit(usage)
+    module = module.visit(_DropUnusedTorch(usage.used))
+    needed = [n for n in ORDER if n in usage.used and n not in usage.bound]
+    new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]
+    at = _insert_at(module)
+    body = [*module.body[:at], *new, *helpers, *module.body[at:]]
+    if helpers and at + len(new) + len(helpers) < len(body):
+        follower = body[at + len(new) + len(helpers)]
+        body[at + len(new) + len(helpers)] = follower.with_changes(
+            leading_lines=[cst.EmptyLine(), cst.EmptyLine(), *follower.leading_lines])
+    return module.with_changes(body=body)

@@ -1,0 +1,56 @@
+"""Name resolution: which expressions refer to torch, whatever the import form.
+
+Uses LibCST's scope analysis (QualifiedNameProvider), so `import torch.nn as
+nn`, `from torch.nn import functional as F, Linear`, `import torch as th`,
+function-local imports and shadowing by local names all resolve in one place.
+Only the outermost expression of a dotted chain is recorded (`nn.init.zeros_`,
+not `nn.init`), which is what rules are keyed by.
+"""
+from __future__ import annotations
+
+import libcst as cst
+from libcst.metadata import QualifiedNameProvider
+
+ROOTS = ("torch",)
+
+
+def _torch_name(names) -> str | None:
+    found = sorted(q.name for q in names if q.name.split(".")[0] in ROOTS)
+    return found[0] if found else None
+
+
+class TorchNames(cst.CSTVisitor):
+    """Collect `node -> qualified torch name` for every torch reference."""
+    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qualnames: dict[cst.CSTNode, str] = {}
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        name = _torch_name(self.get_metadata(QualifiedNameProvider, node, set()))
+        if name is None:
+            return True
+        self.qualnames[node] = name
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        name = _torch_name(self.get_metadata(QualifiedNameProvider, node, set()))
+        if name is not None:
+            self.qualnames[node] = name
+
+
+def dotted(node: cst.BaseExpression) -> str | None:
+    """`self.layer.conv` -> 'self.layer.conv'; None for anything that is not a plain dotted name."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else None
+    return None

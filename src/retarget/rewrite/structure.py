@@ -1,0 +1,205 @@
+"""Structural rewrites: module classes, `rngs` threading, training flag, constant guards.
+
+`nn.Module` subclasses keep their names and constructor arguments and gain a
+keyword-only `rngs: nnx.Rngs`; `forward` becomes `__call__`; functions that
+build layers receive `rngs` and pass it on; `self.training` reads the flag
+that `model.train()` / `model.eval()` set.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from ..diagnostics import Diagnostic, Escape
+from .context import Context
+from .facts import FunctionFacts
+from .names import dotted
+from .template import Template
+
+TRAINING = "(not self.deterministic)"
+
+
+def anonymous(node: cst.FunctionDef) -> FunctionFacts:
+    p = node.params
+    return FunctionFacts(node.name.value, node, None,
+                         [a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params)])
+
+
+def add_rngs_param(func: cst.FunctionDef) -> cst.FunctionDef:
+    param = cst.Param(cst.Name("rngs"), cst.Annotation(cst.parse_expression("nnx.Rngs")))
+    params = func.params
+    if isinstance(params.star_arg, cst.MaybeSentinel):
+        params = params.with_changes(star_arg=cst.ParamStar(), kwonly_params=[param])
+    else:
+        params = params.with_changes(kwonly_params=[*params.kwonly_params, param])
+    return func.with_changes(params=params)
+
+
+def _is_super_init(stmt: cst.BaseStatement) -> cst.Call | None:
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+            and isinstance(stmt.body[0], cst.Expr) and isinstance(stmt.body[0].value, cst.Call)):
+        return None
+    call = stmt.body[0].value
+    func = call.func
+    if (isinstance(func, cst.Attribute) and func.attr.value == "__init__" and isinstance(func.value, cst.Call)
+            and dotted(func.value.func) == "super"):
+        return call
+    return None
+
+
+def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDef:
+    cls = ctx.module_class
+    body: list[cst.BaseStatement] = []
+    for stmt in updated.body.body:
+        call = _is_super_init(stmt)
+        if call is None:
+            body.append(stmt)
+        elif call.args or cls.layer_base or _has_module_base(ctx, cls.name):
+            rngs = cst.Arg(cst.Name("rngs"), keyword=cst.Name("rngs"))
+            body.append(stmt.with_deep_changes(call, args=[*call.args, rngs]))
+    if cls.reads_training:
+        flag = cst.parse_statement(f"self.deterministic = False  # set by model.train() / model.eval()")
+        body.insert(0, flag)
+    if not body:
+        body.append(cst.SimpleStatementLine([cst.Pass()]))
+    return updated.with_changes(body=updated.body.with_changes(body=body))
+
+
+def _has_module_base(ctx: Context, name: str) -> bool:
+    node = ctx.analysis.collector.classes[name]
+    return any(ctx.facts.is_module_class(dotted(b.value)) for b in node.bases)
+
+
+def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef) -> cst.FunctionDef:
+    """forward -> __call__, `rngs` for layer builders, `super().__init__()` handling."""
+    in_module = func.owner is not None and ctx.facts.is_module_class(func.owner)
+    if in_module and func.node.name.value == "forward":
+        updated = updated.with_changes(name=cst.Name("__call__"))
+    if in_module and func.node.name.value == "__init__":
+        updated = _convert_init_body(ctx, updated)
+    if func.key in ctx.facts.rngs_functions and "rngs" not in func.params:
+        updated = add_rngs_param(updated)
+    return updated
+
+
+def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call:
+    """Pass `rngs` to calls that build layers of this file (classes, builders, class-valued params)."""
+    name = dotted(original.func)
+    if name == "self.forward":
+        return updated.with_changes(func=cst.Name("self"))
+    if any(a.keyword and a.keyword.value == "rngs" for a in updated.args) or name is None:
+        return updated
+    if ctx.qualnames.get(original.func):
+        return updated
+    caller = ctx.function or FunctionFacts("<module>", None, None, [])
+    if not ctx.analysis.needs_rngs(original, caller, ctx.facts, ctx.facts.rngs_functions):
+        return updated
+    args = [*updated.args]
+    if args:
+        args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return updated.with_changes(args=[*args, cst.Arg(ctx.rngs_expr(), keyword=cst.Name("rngs"))])
+
+
+def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+    """`self.training` and reads of layer attributes (`self.fc.weight` -> `self.fc.kernel.T`)."""
+    if ctx.module_class is not None and dotted(original) == "self.training":
+        return cst.parse_expression(TRAINING)
+    rule = ctx.layer_rule(original.value)
+    spec = rule.attrs.get(original.attr.value) if rule else None
+    if not spec or "read" not in spec:
+        return updated
+    return Template(spec["read"]).render({"self": updated.value}, {}) or updated
+
+
+def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpression | Escape:
+    """A torch name used as a value: dtypes and constants, or a layer class."""
+    rule = ctx.rules.get("attribute", qual)
+    if rule:
+        ctx.support.update(rule.support)
+        return rule.templates[0].render({}, {})
+    layer = ctx.rules.get("module", qual)
+    if layer and layer.flax and (layer.support or node in ctx.isinstance_refs):
+        ctx.support.update(layer.support)
+        return cst.parse_expression(layer.flax)
+    if layer:
+        return Escape("RT103", f"`{qual}` is used as a class here; its Flax counterpart takes other arguments")
+    if ctx.rules.get("function", qual):
+        return Escape("RT103", f"`{qual}` is used as a value; only calls to it are converted")
+    return Escape("RT101", f"`{qual}` has no rule")
+
+
+def isinstance_narrowing(ctx: Context, test: cst.BaseExpression) -> dict[str, str]:
+    """`if isinstance(m, nn.Linear):` -> {'m': 'torch.nn.Linear'} for the branch."""
+    if (isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2
+            and dotted(test.args[0].value)):
+        kind = ctx.qualnames.get(test.args[1].value)
+        if kind and ctx.rules.get("module", kind):
+            return {dotted(test.args[0].value): kind}
+    return {}
+
+
+def _suite_statements(suite: cst.BaseSuite) -> list[cst.BaseStatement]:
+    if isinstance(suite, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(list(suite.body))]
+    return list(suite.body)
+
+
+def fold_constant_if(updated: cst.If):
+    """`if False:` left by a folded guard (`torch.jit.is_scripting()`) keeps only the live branch."""
+    test = updated.test
+    if not isinstance(test, cst.Name) or test.value not in ("True", "False"):
+        return updated
+    if test.value == "True":
+        return cst.FlattenSentinel(_suite_statements(updated.body))
+    if isinstance(updated.orelse, cst.If):
+        return updated.orelse
+    if isinstance(updated.orelse, cst.Else):
+        return cst.FlattenSentinel(_suite_statements(updated.orelse.body))
+    return cst.RemoveFromParent()
+
+
+def simplify_not(updated: cst.UnaryOperation) -> cst.BaseExpression:
+    if not isinstance(updated.operator, cst.Not):
+        return updated
+    inner = updated.expression
+    if isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, cst.Not):
+        return inner.expression.with_changes(lpar=[], rpar=[]) if isinstance(
+            inner.expression, (cst.Name, cst.Attribute, cst.Call)) else inner.expression
+    if isinstance(inner, cst.Name) and inner.value in ("True", "False"):
+        return cst.Name("False" if inner.value == "True" else "True")
+    return updated
+
+
+def _plugin_of(ctx: Context, node: cst.BaseExpression) -> str | None:
+    target = node.func if isinstance(node, cst.Call) else node
+    qual = ctx.qualnames.get(target)
+    rule = ctx.rules.get("function", qual) if qual else None
+    return rule.plugin if rule else ("unknown" if qual else None)
+
+
+def drop_noop_decorator(ctx: Context, original: cst.Decorator, updated: cst.Decorator):
+    """`@torch.jit.ignore`, `@torch.no_grad()` and friends carry no meaning in JAX."""
+    kind = _plugin_of(ctx, original.decorator)
+    if kind == "noop_decorator":
+        return cst.RemoveFromParent()
+    if kind is not None:
+        ctx.escape(original, Escape("RT101", "torch decorator with no JAX meaning known to retarget"))
+    return updated
+
+
+def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):
+    """`with torch.no_grad():` -> the body (JAX computes gradients only when asked)."""
+    kinds = [_plugin_of(ctx, item.item) for item in original.items]
+    if not kinds or any(k != "noop_context" for k in kinds):
+        if any(k == "unknown" for k in kinds):
+            ctx.escape(original, Escape("RT101", "torch context manager with no rule"))
+        return updated
+    return cst.FlattenSentinel(_suite_statements(updated.body))
+
+
+def attach_comments(diagnostics: list[Diagnostic], node):
+    """Put one `# RETARGET-TODO(CODE): ...` line above the statement per diagnostic."""
+    if not diagnostics or not hasattr(node, "leading_lines"):
+        return node
+    existing = {line.comment.value for line in node.leading_lines if line.comment}
+    extra = [cst.EmptyLine(comment=cst.Comment(d.comment)) for d in diagnostics if d.comment not in existing]
+    return node.with_changes(leading_lines=[*node.leading_lines, *extra])

@@ -1,0 +1,74 @@
+"""Copy the support helpers a converted file uses into that file.
+
+The helpers are real, tested Python in `retarget/support/`. Each top-level
+definition is indexed with the other definitions it refers to, so asking for
+`Conv2d` also brings `_ConvNd`, `conv_nd`, `pad` and `_ntuple`, in source order.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import libcst as cst
+
+SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
+SUPPORT_FILES = ("functional.py", "layers.py")
+BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
+
+
+class _Names(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+
+class SupportLibrary:
+    """Top-level support definitions, their order and their dependencies."""
+
+    def __init__(self, files: tuple[str, ...] = SUPPORT_FILES):
+        self.definitions: dict[str, cst.CSTNode] = {}
+        for name in files:
+            module = cst.parse_module((SUPPORT_DIR / name).read_text())
+            for stmt in module.body:
+                if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                    self.definitions[stmt.name.value] = stmt
+        self.order = list(self.definitions)
+        self.deps = {name: self._references(node) - {name} for name, node in self.definitions.items()}
+
+    def _references(self, node: cst.CSTNode) -> set[str]:
+        visitor = _Names()
+        node.visit(visitor)
+        return visitor.names & set(self.definitions)
+
+    def closure(self, names: set[str]) -> list[str]:
+        """`names` plus everything they need, in source order."""
+        needed, stack = set(), list(names)
+        while stack:
+            name = stack.pop()
+            if name not in needed:
+                needed.add(name)
+                stack.extend(self.deps[name])
+        return [n for n in self.order if n in needed]
+
+    def render(self, names: set[str]) -> list[cst.BaseStatement]:
+        """Statements defining `names` (and dependencies), the first one headed by a marker comment."""
+        nodes = [self.definitions[n] for n in self.closure(names)]
+        if nodes:
+            nodes[0] = nodes[0].with_changes(leading_lines=[
+                cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(BEGIN))])
+        return nodes
+
+
+@functools.cache
+def _library() -> SupportLibrary:
+    return SupportLibrary()
+
+
+class _Lazy:
+    def __getattr__(self, item: str):
+        return getattr(_library(), item)
+
+
+SUPPORT = _Lazy()

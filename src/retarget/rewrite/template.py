@@ -1,0 +1,129 @@
+"""Target templates: `jnp.mean({input}, axis={dim}, keepdims={keepdim})`.
+
+A placeholder `{name}` is a torch argument (or `self`, the method receiver,
+or `rngs`). As the value of a keyword argument it is optional: the keyword is
+left out when the caller did not pass it, so the target's own default
+applies. `{name!}` always emits the keyword, with the torch default, for
+targets whose default differs from torch's. Anywhere else a placeholder is
+required; when the caller left it out, the torch default is used if it is not
+`None`, otherwise this template does not apply and the next variant is tried.
+`{*name}` splices a torch `*args` parameter into a call.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import libcst as cst
+
+PLACEHOLDER = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z_0-9]*)(!?)\}")
+PREFIX, FORCED = "__rt_", "__rtF_"
+
+
+class TemplateError(Exception):
+    pass
+
+
+class _Missing(Exception):
+    """A required placeholder has no value: the template does not apply."""
+
+
+def _is_atomic(node: cst.BaseExpression) -> bool:
+    if getattr(node, "lpar", None):
+        return True
+    return isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float,
+                             cst.SimpleString, cst.List, cst.Dict, cst.ListComp, cst.FormattedString))
+
+
+def parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
+    """Wrap a substituted expression in parentheses unless it binds tighter than anything."""
+    if _is_atomic(node):
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+class Template:
+    """One parsed target template."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.placeholders = {m[2] for m in PLACEHOLDER.finditer(text)}
+        source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
+        try:
+            self.expr = cst.parse_expression(source)
+        except cst.ParserSyntaxError as exc:
+            raise TemplateError(f"template {text!r} does not parse: {exc.message}") from None
+
+    def render(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]) -> cst.BaseExpression | None:
+        """Substitute bound arguments; None when a required placeholder is missing."""
+        try:
+            return self.expr.visit(_Substitute(values, defaults))
+        except _Missing:
+            return None
+
+
+def _placeholder(node: cst.BaseExpression) -> tuple[str, bool] | None:
+    if isinstance(node, cst.Name):
+        if node.value.startswith(FORCED):
+            return node.value[len(FORCED):], True
+        if node.value.startswith(PREFIX):
+            return node.value[len(PREFIX):], False
+    return None
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]):
+        self.values, self.defaults = values, defaults
+
+    def _value(self, name: str, forced: bool, optional: bool):
+        if name in self.values:
+            return self.values[name]
+        default = self.defaults.get(name)
+        if optional and not forced:
+            return None
+        if default is None or (isinstance(default, cst.Name) and default.value == "None" and not forced):
+            raise _Missing(name)
+        return default
+
+    def visit_StarredElement(self, node: cst.StarredElement) -> bool:
+        return _placeholder(node.value) is None
+
+    def leave_Tuple(self, original: cst.Tuple, updated: cst.Tuple) -> cst.BaseExpression:
+        """`({*size},)` is the shape: one torch argument passes through, several become a tuple."""
+        if len(original.elements) != 1 or not isinstance(original.elements[0], cst.StarredElement):
+            return updated
+        found = _placeholder(original.elements[0].value)
+        if found is None:
+            return updated
+        args = self.values.get(found[0], [])
+        if len(args) == 1 and not args[0].star:
+            return args[0].value
+        elements = [cst.StarredElement(a.value) if a.star else cst.Element(a.value) for a in args]
+        return cst.Tuple(elements) if len(elements) != 1 else cst.Tuple(elements).with_changes(
+            elements=[elements[0].with_changes(comma=cst.Comma())])
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        return _placeholder(node.value) is None
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        args = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in updated.args]
+        return updated.with_changes(args=args)
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg):
+        found = _placeholder(original.value)
+        if found is None:
+            return updated
+        name, forced = found
+        if original.star == "*":
+            spliced: Sequence[cst.Arg] = self.values.get(name, [])  # type: ignore[assignment]
+            return cst.FlattenSentinel([a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in spliced])
+        value = self._value(name, forced, optional=original.keyword is not None)
+        if value is None:
+            return cst.RemoveFromParent()
+        return updated.with_changes(value=value)
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name):
+        found = _placeholder(original)
+        if found is None:
+            return updated
+        return parenthesize(self._value(found[0], found[1], optional=False))

@@ -1,0 +1,183 @@
+"""The one traversal that converts a file: structural passes, then rule rewrites, per node.
+
+Handlers run bottom-up (LibCST `leave_*`): by the time a call is rewritten
+its arguments already are. Lookups (qualified names, positions, facts) always
+use the *original* node, so every decision is made on the code as written.
+Anything that cannot convert is kept and its statement gets a
+`# RETARGET-TODO(CODE)` line.
+"""
+from __future__ import annotations
+
+import libcst as cst
+
+from ..diagnostics import Escape
+from . import structure
+from .calls import Site, apply_rule, bind
+from .context import Context
+from .names import dotted
+
+TRAINING_FLAG = "deterministic"
+
+
+class Converter(cst.CSTTransformer):
+    def __init__(self, ctx: Context, prepass: "Prepass"):
+        super().__init__()
+        self.ctx = ctx
+        self.call_funcs, self.statement_calls = prepass.call_funcs, prepass.statement_calls
+        self.structural_calls = prepass.structural_calls
+
+    # -- escape-hatch comments, one frame per statement ----------------------
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            self.ctx.frames.append([])
+        return super().on_visit(node)
+
+    def on_leave(self, original: cst.CSTNode, updated):
+        result = super().on_leave(original, updated)
+        if isinstance(original, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            result = structure.attach_comments(self.ctx.frames.pop(), result)
+        return result
+
+    # -- scopes ------------------------------------------------------------------
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.ctx.classes.append(self.ctx.facts.classes.get(node.name.value))
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
+        self.ctx.classes.pop()
+        return updated
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        owner = self.ctx.module_class if not self.ctx.functions else None
+        name = node.name.value
+        facts = self.ctx.facts.functions
+        self.ctx.functions.append(facts.get(f"{owner.name}.{name}" if owner else name) or
+                                  facts.get(name) or structure.anonymous(node))
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        func = self.ctx.functions.pop()
+        return structure.convert_function(self.ctx, func, updated)
+
+    def visit_If(self, node: cst.If) -> None:
+        self.ctx.narrowed.append(structure.isinstance_narrowing(self.ctx, node.test))
+
+    def leave_If(self, original: cst.If, updated: cst.If):
+        self.ctx.narrowed.pop()
+        return structure.fold_constant_if(updated)
+
+    # -- expressions -----------------------------------------------------------
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        if original in self.statement_calls or original in self.structural_calls:
+            return updated
+        result = self._rewrite_call(original, updated, statement=False)
+        return updated if isinstance(result, Escape) or result is None else result
+
+    def leave_Expr(self, original: cst.Expr, updated: cst.Expr):
+        if original.value not in self.statement_calls:
+            return updated
+        result = self._rewrite_call(original.value, updated.value, statement=True)
+        if result is None or isinstance(result, Escape):
+            return updated
+        if isinstance(result, cst.BaseSmallStatement):
+            return result
+        return updated.with_changes(value=result)
+
+    def _rewrite_call(self, original: cst.Call, updated: cst.Call, statement: bool):
+        ctx = self.ctx
+        updated = structure.thread_rngs(ctx, original, updated)
+        site = self._site(original, updated, statement)
+        if site is None:
+            return updated
+        if isinstance(site, Escape):
+            self.ctx.escape(original, site)
+            return site
+        result = apply_rule(site, ctx.rngs_expr())
+        if isinstance(result, Escape):
+            self.ctx.escape(original, result)
+            return result
+        ctx.support.update(site.rule.support)
+        if statement and site.rule.kind == "method" and site.rule.name.endswith("_") and not site.rule.plugin:
+            return cst.Assign([cst.AssignTarget(site.receiver)], result)
+        return result
+
+    def _site(self, original: cst.Call, updated: cst.Call, statement: bool):
+        ctx = self.ctx
+        qual = ctx.qualnames.get(original.func)
+        if qual is not None:
+            rule = ctx.rules.get("function", qual) or ctx.rules.get("module", qual)
+            if rule is None:
+                return Escape("RT101", f"`{qual}` has no rule")
+            receiver = None
+        elif isinstance(original.func, cst.Attribute) and isinstance(updated.func, cst.Attribute):
+            rule = ctx.rules.get("method", original.func.attr.value)
+            if rule is None or (rule.ambiguous and ctx.module_class is None):
+                return None
+            receiver = updated.func.value
+        else:
+            return None
+        if rule.name.endswith("_") and not statement and rule.kind == "method":
+            return Escape("RT104", f"in-place `{rule.name}` used as a value")
+        bound = bind(rule.sig, updated.args)
+        if isinstance(bound, Escape):
+            return bound
+        return Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+        if original in self.call_funcs:
+            return updated
+        qual = self.ctx.qualnames.get(original)
+        if qual is not None:
+            return self._torch_reference(original, updated, qual)
+        return structure.rewrite_attribute(self.ctx, original, updated)
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        qual = self.ctx.qualnames.get(original)
+        if qual is None or original in self.call_funcs:
+            return updated
+        return self._torch_reference(original, updated, qual)
+
+    def _torch_reference(self, original, updated, qual: str) -> cst.BaseExpression:
+        result = structure.torch_reference(self.ctx, qual, original)
+        if isinstance(result, Escape):
+            self.ctx.escape(original, result)
+            return updated
+        return result
+
+    def leave_UnaryOperation(self, original, updated) -> cst.BaseExpression:
+        return structure.simplify_not(updated)
+
+    def leave_Decorator(self, original: cst.Decorator, updated: cst.Decorator):
+        return structure.drop_noop_decorator(self.ctx, original, updated)
+
+    def leave_With(self, original: cst.With, updated: cst.With):
+        return structure.unwrap_noop_context(self.ctx, original, updated)
+
+
+class Prepass(cst.CSTVisitor):
+    """Nodes whose role depends on their parent: call targets and expression statements."""
+
+    def __init__(self) -> None:
+        self.call_funcs: set = set()
+        self.statement_calls: set = set()
+        self.structural_calls: set = set()
+        self.isinstance_refs: set = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.call_funcs.add(node.func)
+        if dotted(node.func) == "isinstance" and len(node.args) == 2:
+            kinds = node.args[1].value
+            elements = kinds.elements if isinstance(kinds, cst.Tuple) else [cst.Element(kinds)]
+            self.isinstance_refs.update(e.value for e in elements)
+
+    def visit_Expr(self, node: cst.Expr) -> None:
+        if isinstance(node.value, cst.Call):
+            self.statement_calls.add(node.value)
+
+    def visit_Decorator(self, node: cst.Decorator) -> None:
+        if isinstance(node.decorator, cst.Call):
+            self.structural_calls.add(node.decorator)
+        else:
+            self.call_funcs.add(node.decorator)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if isinstance(node.item, cst.Call):
+            self.structural_calls.add(node.item)

@@ -1,0 +1,1 @@
+"""Torch-semantics helpers that converted code embeds (see `retarget.rewrite.support`)."""

@@ -1,0 +1,51 @@
+"""Tensor transforms named in rules: how a torch tensor becomes a Flax variable.
+
+A transform is a short string so rule files stay data: `identity`,
+`transpose` (reverse all axes, e.g. Linear (out, in) -> (in, out)) or
+`permute:2,3,1,0`. Every transform has an exact inverse, used to verify
+conversions and to go back to PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    axes: tuple[int, ...] | None = None
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        if self.name == "identity":
+            return array
+        if self.name == "transpose":
+            return np.ascontiguousarray(array.T)
+        return np.ascontiguousarray(np.transpose(array, self.axes))
+
+    def invert(self, array: np.ndarray) -> np.ndarray:
+        if self.name in ("identity", "transpose"):
+            return self.apply(array)
+        return np.ascontiguousarray(np.transpose(array, np.argsort(self.axes)))
+
+    def target_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.name == "identity":
+            return tuple(shape)
+        if self.name == "transpose":
+            return tuple(reversed(shape))
+        return tuple(shape[a] for a in self.axes)
+
+
+def parse_transform(text: str) -> Transform:
+    """Parse a rule's transform string; ValueError names what is accepted."""
+    if text in ("identity", "transpose"):
+        return Transform(text)
+    if text.startswith("permute:"):
+        try:
+            axes = tuple(int(a) for a in text[len("permute:"):].split(","))
+        except ValueError:
+            axes = ()
+        if sorted(axes) == list(range(len(axes))) and axes:
+            return Transform("permute", axes)
+    raise ValueError(f"unknown transform {text!r} (expected identity, transpose or permute:AXES)")
