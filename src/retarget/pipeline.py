@@ -62,7 +62,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     wrapper.module.visit(prepass)
     analysis = Analysis(wrapper.module, names.qualnames, rules)
     ctx = Context(path, rules, names.qualnames, wrapper.resolve(PositionProvider), analysis, analysis.run(),
-                  isinstance_refs=prepass.isinstance_refs)
+                  isinstance_refs=prepass.isinstance_refs,
+                  annotation_refs=prepass.annotation_refs)
     converted = wrapper.module.visit(Converter(ctx, prepass))
     converted = fix_imports(converted, _helpers(converted, ctx.support))
     check(converted.code, path)

@@ -53,12 +53,15 @@ def _init_variable(site: Site) -> cst.BaseExpression | Escape:
         original = original.value
     name = dotted(original) if original is not None else None
     if isinstance(original, cst.Attribute) and name:
-        rule = ctx.layer_rule(original.value)
-        if rule is not None:
-            spec = rule.attrs.get(original.attr.value, {})
-            if "var" not in spec:
-                return Escape("RT107", f"`{original.attr.value}` of {rule.name} is not a variable")
-            return cst.parse_expression(f"{dotted(original.value)}.{spec['var']}")
+        rules = ctx.layer_rules(original.value)
+        if rules:
+            specs = [r.attrs.get(original.attr.value, {}) for r in rules]
+            if len({s.get("var") for s in specs}) != 1 or "var" not in specs[0]:
+                return Escape("RT107", f"`{original.attr.value}` is not one variable of "
+                                       f"{' / '.join(r.name for r in rules)}")
+            site.extra["fan"] = {k: cst.parse_expression(specs[0][k]) for k in ("in_axis", "out_axis")
+                                 if all(s.get(k) == specs[0].get(k) for s in specs) and k in specs[0]}
+            return cst.parse_expression(f"{dotted(original.value)}.{specs[0]['var']}")
         if name.startswith("self.") and ctx.module_class is not None:
             return cst.parse_expression(name)
     return Escape("RT107", "nn.init on a tensor whose layer type retarget cannot tell; "
@@ -75,7 +78,7 @@ def nn_init(site: Site, rngs: cst.BaseExpression):
         return variable
     ctx = site.extra["ctx"]
     key = cst.parse_expression("rngs.params()" if ctx.has_rngs() else "jax.random.key(0)")
-    values = {**site.bound, "tensor": variable, "key": key}
+    values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "key": key}
     defaults = {n: cst.parse_expression(t) for n, t in site.rule.sig.defaults.items()}
     for template in site.rule.templates:
         value = template.render(values, defaults)

@@ -81,7 +81,7 @@ def apply_rule(site: Site, rngs: cst.BaseExpression) -> cst.CSTNode | Escape:
         return problem
     if rule.plugin:
         return REGISTRY[rule.plugin](site, rngs)
-    values = dict(site.bound)
+    values = {k: v for k, v in site.bound.items() if not _is_default(rule, k, v)}
     values["rngs"] = rngs
     if site.receiver is not None:
         values["self"] = site.receiver

@@ -24,9 +24,10 @@ class Context:
     support: set[str] = field(default_factory=set)
     classes: list[ClassFacts | None] = field(default_factory=list)
     functions: list[FunctionFacts] = field(default_factory=list)
-    narrowed: list[dict[str, str]] = field(default_factory=list)
+    narrowed: list[dict[str, tuple[str, ...]]] = field(default_factory=list)
     frames: list[list[Diagnostic]] = field(default_factory=list)
     isinstance_refs: set = field(default_factory=set)
+    annotation_refs: set = field(default_factory=set)
 
     # -- where we are -------------------------------------------------------
     @property
@@ -46,27 +47,31 @@ class Context:
         return cst.Name("rngs") if self.has_rngs() else cst.parse_expression("nnx.Rngs(0)")
 
     # -- what things are ----------------------------------------------------
-    def layer_type(self, node: cst.BaseExpression) -> str | None:
-        """The torch layer (rule name) an expression holds, when the file says so."""
+    def layer_types(self, node: cst.BaseExpression) -> tuple[str, ...]:
+        """The torch layers (rule names) an expression may hold, when the file says so."""
         name = dotted(node)
         if name is None:
-            return None
+            return ()
         for scope in reversed(self.narrowed):
             if name in scope:
                 return scope[name]
         cls = self.module_class
         if cls is None:
-            return None
+            return ()
         if name == "self":
-            return cls.layer_base
+            return (cls.layer_base,) if cls.layer_base else ()
         if name.startswith("self."):
             kind = cls.attr_types.get(name[5:])
-            return kind if kind and self.rules.get("module", kind) else None
-        return None
+            return (kind,) if kind and self.rules.get("module", kind) else ()
+        return ()
+
+    def layer_rules(self, node: cst.BaseExpression) -> list[Rule]:
+        return [self.rules.get("module", kind) for kind in self.layer_types(node)]
 
     def layer_rule(self, node: cst.BaseExpression) -> Rule | None:
-        kind = self.layer_type(node)
-        return self.rules.get("module", kind) if kind else None
+        """The layer rule of `node` when exactly one is possible."""
+        rules = self.layer_rules(node)
+        return rules[0] if len(rules) == 1 else None
 
     # -- reporting ----------------------------------------------------------
     def report(self, node: cst.CSTNode, escape: Escape) -> Diagnostic:

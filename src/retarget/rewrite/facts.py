@@ -24,6 +24,7 @@ class ClassFacts:
     name: str
     layer_base: str | None = None
     attr_types: dict[str, str] = field(default_factory=dict)
+    param_attrs: set[str] = field(default_factory=set)
     reads_training: bool = False
 
 
@@ -124,6 +125,8 @@ class Analysis:
 
     def value_type(self, node: cst.BaseExpression, facts: Facts) -> str | None:
         """The layer type a constructor call builds: a torch rule name or a module class of the file."""
+        if isinstance(node, cst.IfExp):
+            return self.value_type(node.body, facts) or self.value_type(node.orelse, facts)
         if not isinstance(node, cst.Call):
             return None
         rule = self.layer_rule_name(node.func)
@@ -142,7 +145,9 @@ class Analysis:
                 continue
             attr = target[len("self."):]
             kind = self.value_type(stmt.value, facts)
-            if kind:
+            if kind == "torch.nn.Parameter":
+                cls.param_attrs.add(attr)
+            elif kind:
                 cls.attr_types[attr] = kind
             for key, value in _dict_entries(stmt.value):
                 entry = self.value_type(value, facts)

@@ -53,15 +53,24 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
         call = _is_super_init(stmt)
         if call is None:
             body.append(stmt)
-        elif call.args or cls.layer_base or _has_module_base(ctx, cls.name):
-            rngs = cst.Arg(cst.Name("rngs"), keyword=cst.Name("rngs"))
+        elif _base_takes_rngs(ctx, cls):
+            rngs = keyword_arg("rngs", cst.Name("rngs"))
             body.append(stmt.with_deep_changes(call, args=[*call.args, rngs]))
+        elif call.args:
+            body.append(stmt)
     if cls.reads_training:
         flag = cst.parse_statement(f"self.deterministic = False  # set by model.train() / model.eval()")
         body.insert(0, flag)
     if not body:
         body.append(cst.SimpleStatementLine([cst.Pass()]))
     return updated.with_changes(body=updated.body.with_changes(body=body))
+
+
+def _base_takes_rngs(ctx: Context, cls) -> bool:
+    """Whether `super().__init__(...)` must pass `rngs` (a module class of the file, a layer with params)."""
+    if cls.layer_base:
+        return ctx.rules.get("module", cls.layer_base).needs_rngs
+    return _has_module_base(ctx, cls.name)
 
 
 def _has_module_base(ctx: Context, name: str) -> bool:
@@ -96,18 +105,57 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     args = [*updated.args]
     if args:
         args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-    return updated.with_changes(args=[*args, cst.Arg(ctx.rngs_expr(), keyword=cst.Name("rngs"))])
+    return updated.with_changes(args=[*args, keyword_arg("rngs", ctx.rngs_expr())])
+
+
+def keyword_arg(name: str, value: cst.BaseExpression) -> cst.Arg:
+    """`name=value` formatted like hand-written code."""
+    no_space = cst.SimpleWhitespace("")
+    return cst.Arg(value, keyword=cst.Name(name), equal=cst.AssignEqual(no_space, no_space))
 
 
 def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
     """`self.training` and reads of layer attributes (`self.fc.weight` -> `self.fc.kernel.T`)."""
     if ctx.module_class is not None and dotted(original) == "self.training":
         return cst.parse_expression(TRAINING)
+    if original.attr.value == "data" and ctx.module_class is not None and (
+            ctx.layer_rules(original.value) or _is_param(ctx, dotted(original.value) or "")):
+        return updated.value
     rule = ctx.layer_rule(original.value)
     spec = rule.attrs.get(original.attr.value) if rule else None
     if not spec or "read" not in spec:
         return updated
     return Template(spec["read"]).render({"self": updated.value}, {}) or updated
+
+
+def _strip_data(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`w.data` is `w` without autograd tracking; JAX has no such distinction."""
+    return node.value if isinstance(node, cst.Attribute) and node.attr.value == "data" else node
+
+
+def inplace_target(ctx: Context, site):
+    """Where `x.op_(...)` stores its result: `x`, or the variable of a layer/parameter (`.value`)."""
+    original = _strip_data(site.original.func.value)
+    name = dotted(original)
+    if name is None:
+        return Escape("RT104", f"in-place `{site.rule.name}` on an expression that is not a name")
+    rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
+    if rules:
+        spec = rules[0].attrs.get(original.attr.value, {})
+        if "var" not in spec or len(rules) > 1:
+            return Escape("RT107", f"in-place `{site.rule.name}` on `{name}`, which is not one layer variable")
+        if site.rule.name == "copy_" and spec.get("read") != "{self}." + spec["var"]:
+            return Escape("RT107", f"`copy_` into `{name}`, whose Flax layout differs; copy a converted tensor")
+        name = f"{dotted(original.value)}.{spec['var']}"
+    variable = cst.parse_expression(f"{name}.value" if rules or _is_param(ctx, name) else name)
+    site.receiver = variable
+    site.extra["target"] = variable
+    return site
+
+
+def _is_param(ctx: Context, name: str) -> bool:
+    cls = ctx.module_class
+    return cls is not None and name.startswith("self.") and name[5:] in cls.param_attrs
 
 
 def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpression | Escape:
@@ -117,7 +165,11 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
         ctx.support.update(rule.support)
         return rule.templates[0].render({}, {})
     layer = ctx.rules.get("module", qual)
-    if layer and layer.flax and (layer.support or node in ctx.isinstance_refs):
+    if layer and layer.as_class:
+        if not layer.as_class.startswith("nnx."):
+            ctx.support.add(layer.as_class)
+        return cst.parse_expression(layer.as_class)
+    if layer and layer.flax and (node in ctx.isinstance_refs or node in ctx.annotation_refs):
         ctx.support.update(layer.support)
         return cst.parse_expression(layer.flax)
     if layer:
@@ -127,13 +179,16 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
     return Escape("RT101", f"`{qual}` has no rule")
 
 
-def isinstance_narrowing(ctx: Context, test: cst.BaseExpression) -> dict[str, str]:
-    """`if isinstance(m, nn.Linear):` -> {'m': 'torch.nn.Linear'} for the branch."""
-    if (isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2
+def isinstance_narrowing(ctx: Context, test: cst.BaseExpression) -> dict[str, tuple[str, ...]]:
+    """`if isinstance(m, (nn.Conv2d, nn.Linear)):` -> {'m': (Conv2d, Linear)} inside the branch."""
+    if not (isinstance(test, cst.Call) and dotted(test.func) == "isinstance" and len(test.args) == 2
             and dotted(test.args[0].value)):
-        kind = ctx.qualnames.get(test.args[1].value)
-        if kind and ctx.rules.get("module", kind):
-            return {dotted(test.args[0].value): kind}
+        return {}
+    kinds = test.args[1].value
+    elements = [e.value for e in kinds.elements] if isinstance(kinds, cst.Tuple) else [kinds]
+    names = tuple(ctx.qualnames.get(e) for e in elements)
+    if all(n and ctx.rules.get("module", n) for n in names):
+        return {dotted(test.args[0].value): names}
     return {}
 
 

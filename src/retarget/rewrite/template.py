@@ -62,6 +62,10 @@ class Template:
             return None
 
 
+def _multiline(comma) -> bool:
+    return isinstance(comma, cst.Comma) and isinstance(comma.whitespace_after, cst.ParenthesizedWhitespace)
+
+
 def _placeholder(node: cst.BaseExpression) -> tuple[str, bool] | None:
     if isinstance(node, cst.Name):
         if node.value.startswith(FORCED):
@@ -106,7 +110,9 @@ class _Substitute(cst.CSTTransformer):
         return _placeholder(node.value) is None
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
-        args = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in updated.args]
+        args = list(updated.args)
+        if args and not _multiline(args[-1].comma):
+            args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
         return updated.with_changes(args=args)
 
     def leave_Arg(self, original: cst.Arg, updated: cst.Arg):
@@ -116,7 +122,7 @@ class _Substitute(cst.CSTTransformer):
         name, forced = found
         if original.star == "*":
             spliced: Sequence[cst.Arg] = self.values.get(name, [])  # type: ignore[assignment]
-            return cst.FlattenSentinel([a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in spliced])
+            return cst.FlattenSentinel(list(spliced))
         value = self._value(name, forced, optional=original.keyword is not None)
         if value is None:
             return cst.RemoveFromParent()

@@ -8,6 +8,8 @@ Anything that cannot convert is kept and its statement gets a
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import libcst as cst
 
 from ..diagnostics import Escape
@@ -16,7 +18,13 @@ from .calls import Site, apply_rule, bind
 from .context import Context
 from .names import dotted
 
-TRAINING_FLAG = "deterministic"
+TENSOR_METHODS = frozenset(
+    line.strip() for line in (Path(__file__).parent.parent / "rules" / "tensor_method_names.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#"))
+# Tensor method names that lists, dicts, strings and numpy arrays also have.
+NOT_ONLY_TENSOR = frozenset({"sort", "index", "copy", "append", "extend", "count", "items", "keys", "values",
+                             "get", "update", "pop", "format", "join", "strip", "replace", "startswith", "astype",
+                             "reshape", "tolist", "item", "fill", "put", "take", "nonzero", "round", "all", "any"})
 
 
 class Converter(cst.CSTTransformer):
@@ -96,7 +104,7 @@ class Converter(cst.CSTTransformer):
             return result
         ctx.support.update(site.rule.support)
         if statement and site.rule.kind == "method" and site.rule.name.endswith("_") and not site.rule.plugin:
-            return cst.Assign([cst.AssignTarget(site.receiver)], result)
+            return cst.Assign([cst.AssignTarget(site.extra.get("target", site.receiver))], result)
         return result
 
     def _site(self, original: cst.Call, updated: cst.Call, statement: bool):
@@ -108,8 +116,15 @@ class Converter(cst.CSTTransformer):
                 return Escape("RT101", f"`{qual}` has no rule")
             receiver = None
         elif isinstance(original.func, cst.Attribute) and isinstance(updated.func, cst.Attribute):
-            rule = ctx.rules.get("method", original.func.attr.value)
-            if rule is None or (rule.ambiguous and ctx.module_class is None):
+            method = original.func.attr.value
+            rule = ctx.rules.get("method", method)
+            if rule is None:
+                return self._unknown_method(original, method)
+            if rule.ambiguous and ctx.module_class is None:
+                return None
+            on_module = self._is_module(original.func.value)
+            if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
+                                                              and rule.ambiguous):
                 return None
             receiver = updated.func.value
         else:
@@ -119,7 +134,25 @@ class Converter(cst.CSTTransformer):
         bound = bind(rule.sig, updated.args)
         if isinstance(bound, Escape):
             return bound
-        return Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
+        site = Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
+        if statement and rule.kind == "method" and rule.name.endswith("_"):
+            return structure.inplace_target(ctx, site)
+        return site
+
+    def _unknown_method(self, original: cst.Call, method: str):
+        """A torch.Tensor method with no rule, called in model code: report it rather than keep it silently."""
+        if (method in TENSOR_METHODS and method not in NOT_ONLY_TENSOR
+                and not self._is_module(original.func.value)):
+            return Escape("RT101", f"Tensor method `{method}` has no rule")
+        return None
+
+    def _is_module(self, receiver: cst.BaseExpression) -> bool:
+        """`self` and layer attributes are modules: `.relu(x)` on them is not Tensor.relu."""
+        name = dotted(receiver)
+        cls = self.ctx.module_class
+        if name == "self" and cls is not None:
+            return True
+        return bool(cls and name and name.startswith("self.") and name[5:] in cls.attr_types)
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
         if original in self.call_funcs:
@@ -160,6 +193,22 @@ class Prepass(cst.CSTVisitor):
         self.statement_calls: set = set()
         self.structural_calls: set = set()
         self.isinstance_refs: set = set()
+        self.annotation_refs: set = set()
+        self._annotations = 0
+
+    def visit_Annotation(self, node: cst.Annotation) -> None:
+        self._annotations += 1
+
+    def leave_Annotation(self, node: cst.Annotation) -> None:
+        self._annotations -= 1
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if self._annotations:
+            self.annotation_refs.add(node)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if self._annotations:
+            self.annotation_refs.add(node)
 
     def visit_Call(self, node: cst.Call) -> None:
         self.call_funcs.add(node.func)

@@ -24,7 +24,8 @@ from ..weights.transforms import parse_transform
 
 RULES_DIR = Path(__file__).parent
 KINDS = ("function", "module", "method", "attribute")
-FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "note"}
+FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "note"}
+RECEIVERS = ("tensor", "module", "any")
 
 
 class RuleError(Exception):
@@ -74,6 +75,8 @@ class Rule:
     attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     flax: str | None = None
     ambiguous: bool = False
+    receiver: str = "tensor"
+    as_class: str | None = None
     origin: str = ""
 
     @property
@@ -125,11 +128,14 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
     if not templates and not raw.get("plugin"):
         raise RuleError(f"{origin}: rule {name!r} needs `to` or `plugin`")
     support = raw.get("support", [])
+    if raw.get("receiver", "tensor") not in RECEIVERS:
+        raise RuleError(f"{origin}: rule {name!r}: receiver must be one of {RECEIVERS}")
     return Rule(kind, name, sig, templates, frozenset(raw.get("drop", ())), raw.get("plugin"),
                 tuple([support] if isinstance(support, str) else support),
                 _parse_params(raw.get("params", {}), f"{origin}: {name}"),
                 {k: ({"read": v} if isinstance(v, str) else v) for k, v in raw.get("attrs", {}).items()},
-                raw.get("flax"), bool(raw.get("ambiguous", False)), origin)
+                raw.get("flax"), bool(raw.get("ambiguous", False)), raw.get("receiver", "tensor"),
+                raw.get("as_class") or (raw.get("flax") if support else None), origin)
 
 
 def _validate(rules: RuleSet) -> None:
@@ -141,6 +147,8 @@ def _validate(rules: RuleSet) -> None:
             if rule.plugin and rule.plugin not in REGISTRY:
                 raise RuleError(f"{rule.origin}: rule {rule.name!r} names plugin {rule.plugin!r}, "
                                 f"which is not registered (known: {', '.join(sorted(REGISTRY))})")
+            if rule.as_class and not rule.as_class.startswith("nnx.") and rule.as_class not in SUPPORT.definitions:
+                raise RuleError(f"{rule.origin}: rule {rule.name!r}: as_class {rule.as_class!r} is not a support class")
             for helper in rule.support:
                 if helper not in SUPPORT.definitions:
                     raise RuleError(f"{rule.origin}: rule {rule.name!r} needs support helper {helper!r}, "

@@ -305,3 +305,16 @@ def torch_std(x, dim=None, unbiased=True, keepdim=False, correction=None):
     """torch.std / Tensor.std: unbiased by default, unlike jnp.std."""
     ddof = correction if correction is not None else int(bool(unbiased))
     return jnp.std(x, axis=dim, ddof=ddof, keepdims=keepdim)
+
+
+def kaiming_gain(nonlinearity="leaky_relu", param=0):
+    """torch.nn.init.calculate_gain for the nonlinearities kaiming init is used with."""
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        return math.sqrt(2.0 / (1 + (param or 0.01 if param is None else param) ** 2))
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    return 1.0

@@ -346,12 +346,82 @@ class TiedLinear(nnx.Module):
 
 
 class Identity(nnx.Module):
+    def __init__(self, *args, **kwargs):
+        pass
+
     def __call__(self, x, *args, **kwargs):
         return x
 
 
+class _Activation(nnx.Module):
+    """An activation as a class, for code that passes layer classes around (`act_layer=nn.ReLU`)."""
+
+    def __init__(self, *args, inplace=False, rngs=None, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class ReLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.relu(x)
+
+
+class ReLU6(_Activation):
+    def __call__(self, x):
+        return jax.nn.relu6(x)
+
+
+class LeakyReLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.leaky_relu(x, *self.args, **self.kwargs)
+
+
+class ELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.elu(x, *self.args, **self.kwargs)
+
+
+class GELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.gelu(x, approximate=self.kwargs.get("approximate", "none") == "tanh")
+
+
+class SiLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.silu(x)
+
+
+class Mish(_Activation):
+    def __call__(self, x):
+        return jax.nn.mish(x)
+
+
+class Sigmoid(_Activation):
+    def __call__(self, x):
+        return jax.nn.sigmoid(x)
+
+
+class Tanh(_Activation):
+    def __call__(self, x):
+        return jnp.tanh(x)
+
+
+class Hardswish(_Activation):
+    def __call__(self, x):
+        return jax.nn.hard_swish(x)
+
+
+class Hardsigmoid(_Activation):
+    def __call__(self, x):
+        return jax.nn.hard_sigmoid(x)
+
+
+class Softmax(_Activation):
+    def __call__(self, x):
+        return jax.nn.softmax(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))
+
+
 class Flatten(nnx.Module):
-    def __init__(self, start_dim=1, end_dim=-1):
+    def __init__(self, start_dim=1, end_dim=-1, *, rngs=None):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def __call__(self, x):
@@ -359,7 +429,7 @@ class Flatten(nnx.Module):
 
 
 class Unflatten(nnx.Module):
-    def __init__(self, dim, unflattened_size):
+    def __init__(self, dim, unflattened_size, *, rngs=None):
         self.dim, self.unflattened_size = dim, tuple(unflattened_size)
 
     def __call__(self, x):
@@ -370,7 +440,7 @@ class _PoolNd(nnx.Module):
     ndim = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                 count_include_pad=True):
+                 count_include_pad=True, *, rngs=None):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode, self.count_include_pad = dilation, ceil_mode, count_include_pad
 
@@ -382,7 +452,8 @@ class _MaxPoolNd(_PoolNd):
 
 
 class _AvgPoolNd(_PoolNd):
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                 rngs=None):
         super().__init__(kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
 
     def __call__(self, x):
@@ -418,7 +489,7 @@ class _AdaptivePoolNd(nnx.Module):
     ndim = 2
     reduce = staticmethod(jnp.mean)
 
-    def __init__(self, output_size):
+    def __init__(self, output_size, *, rngs=None):
         self.output_size = output_size
 
     def __call__(self, x):
@@ -444,7 +515,7 @@ class AdaptiveMaxPool2d(_AdaptivePoolNd):
 
 
 class Upsample(nnx.Module):
-    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None, *, rngs=None):
         self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
 
     def __call__(self, x):
