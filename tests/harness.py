@@ -135,11 +135,15 @@ def gradients(pair: Pair, inputs) -> tuple[dict, dict]:
 
     grads = nnx.grad(loss)(pair.flax_model)
     flat = dict(nnx.to_flat_state(grads))
-    flax_grads = {}
-    for entry in plan(pair.flax_model)[0]:
-        key = tuple(int(p) if p.isdigit() else p for p in entry.target.split("."))
-        if key in flat and entry.source in torch_grads:
-            flax_grads[entry.source] = entry.transform.invert(np.asarray(flat[key].value))
+    flax_grads, groups = {}, {}
+    for entry in plan(pair.flax_model)[0]:  # tied weights: one variable, several torch names
+        groups.setdefault(id(entry.variable), []).append(entry)
+    for entries in groups.values():
+        keys = [tuple(int(p) if p.isdigit() else p for p in e.target.split(".")) for e in entries]
+        found = next((flat[k] for k in keys if k in flat), None)
+        for entry in entries:
+            if found is not None and entry.source in torch_grads:
+                flax_grads[entry.source] = entry.transform.invert(np.asarray(found.value))
     return torch_grads, flax_grads
 
 

@@ -34,6 +34,8 @@ class TorchNames(cst.CSTVisitor):
         return False
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
+        if dotted(node) is None:  # `torch.tril(x).view`: only plain dotted chains name an API
+            return True
         name = _torch_name(self.get_metadata(QualifiedNameProvider, node, set()))
         if name is None:
             return True

@@ -258,3 +258,37 @@ def attach_comments(diagnostics: list[Diagnostic], node):
     existing = {line.comment.value for line in node.leading_lines if line.comment}
     extra = [cst.EmptyLine(comment=cst.Comment(d.comment)) for d in diagnostics if d.comment not in existing]
     return node.with_changes(leading_lines=[*node.leading_lines, *extra])
+
+
+def _tied_side(ctx: Context, node: cst.BaseExpression):
+    """(layer expression, rule, variable spec) of `X.weight` when X's layer type is known."""
+    if not isinstance(node, cst.Attribute) or dotted(node) is None:
+        return None
+    rule = ctx.layer_rule(node.value)
+    spec = rule.attrs.get(node.attr.value) if rule else None
+    return (dotted(node.value), rule, spec) if spec and "var" in spec else None
+
+
+def tie_weights(ctx: Context, original: cst.Assign, updated: cst.Assign):
+    """`self.a.weight = self.b.weight`: share the Flax variable, or make the Linear read the Embed table."""
+    if len(original.targets) != 1 or not isinstance(original.value, cst.Attribute):
+        return updated
+    target, value = original.targets[0].target, original.value
+    if not (isinstance(target, cst.Attribute) and target.attr.value == value.attr.value == "weight"):
+        return updated
+    left, right = _tied_side(ctx, target), _tied_side(ctx, value)
+    if left is None or right is None:
+        ctx.escape(original, Escape("RT106", "weight tying between layers whose types retarget cannot tell"))
+        return updated
+    if left[2].get("read", "").replace(left[2]["var"], "") == right[2].get("read", "").replace(right[2]["var"], ""):
+        return cst.parse_statement(f"{left[0]}.{left[2]['var']} = {right[0]}.{right[2]['var']}").body[0]
+    kinds = {left[1].name: left[0], right[1].name: right[0]}
+    if set(kinds) != {"torch.nn.Linear", "torch.nn.Embedding"}:
+        ctx.escape(original, Escape("RT106", f"weight tying between {' and '.join(kinds)} is not supported"))
+        return updated
+    linear, embed = kinds["torch.nn.Linear"], kinds["torch.nn.Embedding"]
+    tied = ctx.rules.get("module", "torch.nn.Linear(tied)")
+    ctx.support.update(tied.support)
+    call = tied.templates[0].render({"embed": cst.parse_expression(embed),
+                                     "bias": cst.parse_expression(f"{linear}.bias")}, {})
+    return cst.Assign([cst.AssignTarget(cst.parse_expression(linear))], call)

@@ -78,6 +78,7 @@ def _placeholder(node: cst.BaseExpression) -> tuple[str, bool] | None:
 class _Substitute(cst.CSTTransformer):
     def __init__(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]):
         self.values, self.defaults = values, defaults
+        self.defaulted: set[int] = set()
 
     def _value(self, name: str, forced: bool, optional: bool):
         if name in self.values:
@@ -111,6 +112,8 @@ class _Substitute(cst.CSTTransformer):
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         args = list(updated.args)
+        while args and not args[-1].keyword and id(args[-1].value) in self.defaulted:
+            args.pop()  # trailing positional defaults add nothing
         if args and not _multiline(args[-1].comma):
             args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
         return updated.with_changes(args=args)
@@ -126,7 +129,17 @@ class _Substitute(cst.CSTTransformer):
         value = self._value(name, forced, optional=original.keyword is not None)
         if value is None:
             return cst.RemoveFromParent()
+        if name not in self.values and original.keyword is None:
+            value = value.deep_clone()
+            self.defaulted.add(id(value))
         return updated.with_changes(value=value)
+
+    def leave_SubscriptElement(self, original, updated):
+        """`x.shape[(-1)]` -> `x.shape[-1]`: an index needs no parentheses."""
+        index = updated.slice
+        if isinstance(index, cst.Index) and getattr(index.value, "lpar", None):
+            return updated.with_changes(slice=index.with_changes(value=index.value.with_changes(lpar=[], rpar=[])))
+        return updated
 
     def leave_Name(self, original: cst.Name, updated: cst.Name):
         found = _placeholder(original)

@@ -33,6 +33,7 @@ class Converter(cst.CSTTransformer):
         self.ctx = ctx
         self.call_funcs, self.statement_calls = prepass.call_funcs, prepass.statement_calls
         self.structural_calls = prepass.structural_calls
+        self.imported_names = prepass.imported_names
 
     # -- escape-hatch comments, one frame per statement ----------------------
     def on_visit(self, node: cst.CSTNode) -> bool:
@@ -122,6 +123,8 @@ class Converter(cst.CSTTransformer):
                 return self._unknown_method(original, method)
             if rule.ambiguous and ctx.module_class is None:
                 return None
+            if dotted(original.func.value) in self.imported_names:
+                return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
             on_module = self._is_module(original.func.value)
             if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
                                                               and rule.ambiguous):
@@ -160,6 +163,9 @@ class Converter(cst.CSTTransformer):
         qual = self.ctx.qualnames.get(original)
         if qual is not None:
             return self._torch_reference(original, updated, qual)
+        prop = self.ctx.rules.get("property", original.attr.value)
+        if prop and self.ctx.module_class is not None and not self._is_module(original.value):
+            return prop.templates[0].render({"self": updated.value}, {})
         return structure.rewrite_attribute(self.ctx, original, updated)
 
     def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
@@ -174,6 +180,9 @@ class Converter(cst.CSTTransformer):
             self.ctx.escape(original, result)
             return updated
         return result
+
+    def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
+        return structure.tie_weights(self.ctx, original, updated)
 
     def leave_UnaryOperation(self, original, updated) -> cst.BaseExpression:
         return structure.simplify_not(updated)
@@ -194,7 +203,18 @@ class Prepass(cst.CSTVisitor):
         self.structural_calls: set = set()
         self.isinstance_refs: set = set()
         self.annotation_refs: set = set()
+        self.imported_names: set[str] = set()
         self._annotations = 0
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        for alias in node.names:
+            self.imported_names.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0])
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        if not isinstance(node.names, cst.ImportStar):
+            self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
+        return False
 
     def visit_Annotation(self, node: cst.Annotation) -> None:
         self._annotations += 1

@@ -23,7 +23,7 @@ from ..rewrite.template import Template, TemplateError
 from ..weights.transforms import parse_transform
 
 RULES_DIR = Path(__file__).parent
-KINDS = ("function", "module", "method", "attribute")
+KINDS = ("function", "module", "method", "attribute", "property")
 FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "note"}
 RECEIVERS = ("tensor", "module", "any")
 
