@@ -18,6 +18,7 @@ CODES = {
     "RT105": "dynamic structure retarget cannot follow (string attribute names, setattr)",
     "RT106": "weight tying between layers of unknown types",
     "RT107": "nn.init call on something that is not a known layer variable",
+    "RT108": "random op where no PRNG key reaches the code",
 }
 
 

@@ -77,7 +77,7 @@ def nn_init(site: Site, rngs: cst.BaseExpression):
     if isinstance(variable, Escape):
         return variable
     ctx = site.extra["ctx"]
-    key = cst.parse_expression("rngs.params()" if ctx.has_rngs() else "jax.random.key(0)")
+    key = ctx.key_expr("params") or cst.parse_expression("jax.random.key(0)")
     values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "key": key}
     defaults = {n: cst.parse_expression(t) for n, t in site.rule.sig.defaults.items()}
     for template in site.rule.templates:

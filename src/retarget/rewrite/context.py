@@ -46,6 +46,17 @@ class Context:
         """`rngs` where the enclosing function receives it, a fresh `nnx.Rngs(0)` elsewhere."""
         return cst.Name("rngs") if self.has_rngs() else cst.parse_expression("nnx.Rngs(0)")
 
+    def key_expr(self, stream: str = "") -> cst.BaseExpression | None:
+        """A fresh PRNG key here: from `rngs`, from the module's `self.rngs`, or None (no source)."""
+        call = f".{stream}()" if stream else "()"
+        if self.has_rngs():
+            return cst.parse_expression(f"rngs{call}")
+        func, cls = self.function, self.module_class
+        if cls is not None and func is not None and func.owner == cls.name and "self" in func.params[:1]:
+            cls.keeps_rngs = True
+            return cst.parse_expression(f"self.rngs{call}")
+        return None
+
     # -- what things are ----------------------------------------------------
     def layer_types(self, node: cst.BaseExpression) -> tuple[str, ...]:
         """The torch layers (rule names) an expression may hold, when the file says so."""

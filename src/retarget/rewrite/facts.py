@@ -26,6 +26,7 @@ class ClassFacts:
     attr_types: dict[str, str] = field(default_factory=dict)
     param_attrs: set[str] = field(default_factory=set)
     reads_training: bool = False
+    keeps_rngs: bool = False
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FunctionFacts:
     params: list[str]
     calls: list[cst.Call] = field(default_factory=list)
     class_values: set[str] = field(default_factory=set)
+    tensor_names: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -96,6 +98,8 @@ class Analysis:
         for cls in classes.values():
             self._attribute_types(cls, facts)
         self._class_valued_params(facts)
+        for func in facts.functions.values():
+            func.tensor_names = self._tensor_names(func)
         facts.rngs_functions = self._rngs_functions(facts)
         return facts
 
@@ -153,6 +157,15 @@ class Analysis:
                 entry = self.value_type(value, facts)
                 if entry:
                     cls.attr_types[f"{attr}.{key}"] = entry
+
+    def _tensor_names(self, func: FunctionFacts) -> set[str]:
+        """Names a function binds to torch results (or forward inputs): item assignment needs `.at[]`."""
+        names = set(func.params[1:]) if func.node.name.value == "forward" else set()
+        for stmt in _assignments(func.node):
+            if len(stmt.targets) == 1 and isinstance(stmt.targets[0].target, cst.Name) and _mentions(
+                    stmt.value, self.qualnames):
+                names.add(stmt.targets[0].target.value)
+        return names
 
     def _is_class_value(self, node: cst.BaseExpression, func: FunctionFacts, facts: Facts) -> bool:
         name = dotted(node)
@@ -252,3 +265,17 @@ def _dict_entries(node: cst.BaseExpression):
         for el in inner.elements:
             if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString):
                 yield el.key.evaluated_value, el.value
+
+
+def _mentions(node: cst.CSTNode, qualnames: dict) -> bool:
+    """Whether a torch API appears anywhere inside `node`."""
+    found = []
+
+    class _Visitor(cst.CSTVisitor):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if n in qualnames:
+                found.append(n)
+            return not found
+
+    node.visit(_Visitor())
+    return bool(found)

@@ -13,7 +13,7 @@ from ..diagnostics import Diagnostic, Escape
 from .context import Context
 from .facts import FunctionFacts
 from .names import dotted
-from .template import Template
+from .template import Template, parenthesize
 
 TRAINING = "(not self.deterministic)"
 
@@ -256,7 +256,8 @@ def attach_comments(diagnostics: list[Diagnostic], node):
     if not diagnostics or not hasattr(node, "leading_lines"):
         return node
     existing = {line.comment.value for line in node.leading_lines if line.comment}
-    extra = [cst.EmptyLine(comment=cst.Comment(d.comment)) for d in diagnostics if d.comment not in existing]
+    comments = [d.comment for d in diagnostics if d.comment not in existing]
+    extra = [cst.EmptyLine(comment=cst.Comment(c)) for c in dict.fromkeys(comments)]
     return node.with_changes(leading_lines=[*node.leading_lines, *extra])
 
 
@@ -292,3 +293,48 @@ def tie_weights(ctx: Context, original: cst.Assign, updated: cst.Assign):
     call = tied.templates[0].render({"embed": cst.parse_expression(embed),
                                      "bias": cst.parse_expression(f"{linear}.bias")}, {})
     return cst.Assign([cst.AssignTarget(cst.parse_expression(linear))], call)
+
+
+def _subscript_update(target: cst.Subscript, method: str, value: cst.BaseExpression) -> cst.Assign:
+    """`x[i] op= v` -> `x = x.at[i].method(v)`."""
+    at = cst.Subscript(cst.Attribute(target.value, cst.Name("at")), target.slice)
+    call = cst.Call(cst.Attribute(at, cst.Name(method)), [cst.Arg(value)])
+    return cst.Assign([cst.AssignTarget(target.value)], call)
+
+
+AUG_METHODS = {cst.AddAssign: "add", cst.MultiplyAssign: "multiply", cst.DivideAssign: "divide",
+               cst.SubtractAssign: "add", cst.PowerAssign: "power"}
+
+
+def functional_update(ctx: Context, original, updated):
+    """Item assignment into a tensor (`pe[:, 0::2] = ...`): JAX arrays are immutable, so use `.at[]`."""
+    target = updated.targets[0].target if isinstance(updated, cst.Assign) and len(updated.targets) == 1 else (
+        updated.target if isinstance(updated, cst.AugAssign) else None)
+    func = ctx.function
+    if not (isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) and func is not None
+            and target.value.value in func.tensor_names):
+        return updated
+    if isinstance(updated, cst.Assign):
+        return _subscript_update(target, "set", updated.value)
+    method = AUG_METHODS.get(type(updated.operator))
+    if method is None:
+        ctx.escape(original, Escape("RT104", "in-place operator on a tensor slice with no JAX `.at[]` form"))
+        return updated
+    value = updated.value
+    if isinstance(updated.operator, cst.SubtractAssign):
+        value = cst.UnaryOperation(cst.Minus(), parenthesize(value))
+    return _subscript_update(target, method, value)
+
+
+def keep_rngs(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
+    """A module whose methods draw random numbers keeps `self.rngs = rngs` (as nnx.Dropout does)."""
+    if cls is None or not cls.keeps_rngs:
+        return updated
+    body = list(updated.body.body)
+    for i, stmt in enumerate(body):
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "__init__":
+            keep = cst.parse_statement("self.rngs = rngs")
+            body[i] = stmt.with_changes(body=stmt.body.with_changes(body=[keep, *stmt.body.body]))
+            return updated.with_changes(body=updated.body.with_changes(body=body))
+    ctx.escape(updated, Escape("RT108", f"{cls.name} draws random numbers but has no __init__ to keep `rngs` in"))
+    return updated

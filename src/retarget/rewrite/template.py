@@ -62,6 +62,10 @@ class Template:
             return None
 
 
+def _none_default(default) -> bool:
+    return isinstance(default, cst.Name) and default.value == "None"
+
+
 def _multiline(comma) -> bool:
     return isinstance(comma, cst.Comma) and isinstance(comma.whitespace_after, cst.ParenthesizedWhitespace)
 
@@ -126,6 +130,10 @@ class _Substitute(cst.CSTTransformer):
         if original.star == "*":
             spliced: Sequence[cst.Arg] = self.values.get(name, [])  # type: ignore[assignment]
             return cst.FlattenSentinel(list(spliced))
+        if original.keyword is None and name not in self.values and _none_default(self.defaults.get(name)):
+            value = cst.Name("None")  # a trailing unset positional: dropped in leave_Call
+            self.defaulted.add(id(value))
+            return updated.with_changes(value=value)
         value = self._value(name, forced, optional=original.keyword is not None)
         if value is None:
             return cst.RemoveFromParent()

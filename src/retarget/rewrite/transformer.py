@@ -52,8 +52,7 @@ class Converter(cst.CSTTransformer):
         self.ctx.classes.append(self.ctx.facts.classes.get(node.name.value))
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
-        self.ctx.classes.pop()
-        return updated
+        return structure.keep_rngs(self.ctx, self.ctx.classes.pop(), updated)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self.ctx.module_class if not self.ctx.functions else None
@@ -132,7 +131,8 @@ class Converter(cst.CSTTransformer):
             receiver = updated.func.value
         else:
             return None
-        if rule.name.endswith("_") and not statement and rule.kind == "method":
+        if rule.name.endswith("_") and not statement and rule.kind == "method" and not isinstance(
+                original.func.value, cst.Call):  # in place on a temporary (`x.new_empty(s).bernoulli_(p)`) is fine
             return Escape("RT104", f"in-place `{rule.name}` used as a value")
         bound = bind(rule.sig, updated.args)
         if isinstance(bound, Escape):
@@ -182,7 +182,13 @@ class Converter(cst.CSTTransformer):
         return result
 
     def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
+        result = structure.functional_update(self.ctx, original, updated)
+        if result is not updated:
+            return result
         return structure.tie_weights(self.ctx, original, updated)
+
+    def leave_AugAssign(self, original: cst.AugAssign, updated: cst.AugAssign):
+        return structure.functional_update(self.ctx, original, updated)
 
     def leave_UnaryOperation(self, original, updated) -> cst.BaseExpression:
         return structure.simplify_not(updated)

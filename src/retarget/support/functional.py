@@ -318,3 +318,11 @@ def kaiming_gain(nonlinearity="leaky_relu", param=0):
     if nonlinearity == "selu":
         return 3.0 / 4
     return 1.0
+
+
+def dropout(x, p=0.5, training=True, key=None):
+    """torch.nn.functional.dropout with an explicit PRNG key."""
+    if not training or p == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - p, x.shape)
+    return jnp.where(keep, x / (1.0 - p), 0.0)

@@ -42,10 +42,20 @@ class _ConvNd(nnx.Module):
         self.kernel = nnx.Param(_uniform(rngs, (out_channels, in_channels // groups) + self.kernel_size, bound))
         self.bias = nnx.Param(_uniform(rngs, (out_channels,), bound)) if bias else None
 
+    def _explicit_padding(self):
+        """(low, high) per spatial dim; 'same' splits the total like torch (extra on the high side)."""
+        if self.padding == "valid":
+            return [(0, 0)] * self.ndim
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return [(t // 2, t - t // 2) for t in totals]
+        return [(p, p) for p in self.padding]
+
     def __call__(self, x):
         padding = self.padding
-        if self.padding_mode != "zeros" and not isinstance(padding, str):
-            x = pad(x, [p for p in padding[::-1] for _ in range(2)], mode=self.padding_mode)
+        if self.padding_mode != "zeros":
+            pairs = self._explicit_padding()
+            x = pad(x, [v for pair in pairs[::-1] for v in pair], mode=self.padding_mode)
             padding = 0
         return conv_nd(x, self.kernel[...], None if self.bias is None else self.bias[...],
                        self.stride, padding, self.dilation, self.groups)
