@@ -143,7 +143,7 @@ def gradients(pair: Pair, inputs) -> tuple[dict, dict]:
         found = next((flat[k] for k in keys if k in flat), None)
         for entry in entries:
             if found is not None and entry.source in torch_grads:
-                flax_grads[entry.source] = entry.transform.invert(np.asarray(found.value))
+                flax_grads[entry.source] = entry.transform.invert(np.asarray(found[...]))
     return torch_grads, flax_grads
 
 

@@ -68,6 +68,11 @@ def _init_variable(site: Site) -> cst.BaseExpression | Escape:
                            "narrow it with isinstance(m, nn.X) or initialise the Flax variable by hand")
 
 
+def _all_of(variable: cst.BaseExpression) -> cst.Subscript:
+    """`v[...]`: the whole value of a Flax variable, as Flax 0.12 reads and writes it."""
+    return cst.Subscript(variable, [cst.SubscriptElement(cst.Index(cst.Ellipsis()))])
+
+
 @register("nn_init")
 def nn_init(site: Site, rngs: cst.BaseExpression):
     """`nn.init.normal_(m.weight, std=.02)` -> `m.kernel.value = <initialiser>` (same distribution)."""
@@ -83,7 +88,7 @@ def nn_init(site: Site, rngs: cst.BaseExpression):
     for template in site.rule.templates:
         value = template.render(values, defaults)
         if value is not None:
-            return cst.Assign([cst.AssignTarget(cst.Attribute(variable, cst.Name("value")))], value)
+            return cst.Assign([cst.AssignTarget(_all_of(variable))], value)
     return Escape("RT102", f"no target form of `{site.rule.name}` fits this call")
 
 

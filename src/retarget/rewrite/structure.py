@@ -134,7 +134,7 @@ def _strip_data(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def inplace_target(ctx: Context, site):
-    """Where `x.op_(...)` stores its result: `x`, or the variable of a layer/parameter (`.value`)."""
+    """Where `x.op_(...)` stores its result: `x`, or the variable of a layer/parameter (`[...]`)."""
     original = _strip_data(site.original.func.value)
     name = dotted(original)
     if name is None:
@@ -147,7 +147,7 @@ def inplace_target(ctx: Context, site):
         if site.rule.name == "copy_" and spec.get("read") != "{self}." + spec["var"]:
             return Escape("RT107", f"`copy_` into `{name}`, whose Flax layout differs; copy a converted tensor")
         name = f"{dotted(original.value)}.{spec['var']}"
-    variable = cst.parse_expression(f"{name}.value" if rules or _is_param(ctx, name) else name)
+    variable = cst.parse_expression(f"{name}[...]" if rules or _is_param(ctx, name) else name)
     site.receiver = variable
     site.extra["target"] = variable
     return site

@@ -126,17 +126,17 @@ class _BatchNorm(nnx.Module):
         mean, var = x.mean(axis=axes), jnp.var(x, axis=axes)
         if self.track_running_stats and not self.use_running_average:
             count = x.size // x.shape[1]
-            self.num_batches_tracked.value = self.num_batches_tracked.value + 1
-            factor = 1.0 / self.num_batches_tracked.value if self.momentum is None else self.momentum
+            self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+            factor = 1.0 / self.num_batches_tracked[...] if self.momentum is None else self.momentum
             unbiased = var * count / max(count - 1, 1)
-            self.mean.value = (1 - factor) * self.mean.value + factor * jax.lax.stop_gradient(mean)
-            self.var.value = (1 - factor) * self.var.value + factor * jax.lax.stop_gradient(unbiased)
+            self.mean[...] = (1 - factor) * self.mean[...] + factor * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - factor) * self.var[...] + factor * jax.lax.stop_gradient(unbiased)
         return mean, var
 
     def __call__(self, x):
         axes = (0,) + tuple(range(2, x.ndim))
         if self.use_running_average and self.track_running_stats:
-            mean, var = self.mean.value, self.var.value
+            mean, var = self.mean[...], self.var[...]
         else:
             mean, var = self._batch_statistics(x, axes)
         shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -147,7 +147,7 @@ def _check(entries: list[Entry], arrays: Mapping[str, np.ndarray], unmapped: lis
         if e.source not in arrays:
             missing.append(e.source)
             continue
-        expected = tuple(e.variable.value.shape)
+        expected = tuple(e.variable.shape)
         if e.transform.target_shape(arrays[e.source].shape) != expected:
             mismatched.append(f"{e.source} {tuple(arrays[e.source].shape)} -> {e.target} {expected}")
             continue
@@ -172,5 +172,6 @@ def port_weights(state_dict: Mapping[str, Any], model: nnx.Module, *, rules: Rul
     arrays = {key: to_numpy(value) for key, value in state_dict.items()}
     values = _check(entries, arrays, unmapped)
     for e in entries:
-        e.variable.value = jnp.asarray(values[id(e.variable)], dtype=e.variable.value.dtype)
+        # jnp.array copies: a zero-copy view would alias the torch tensor, which torch may update in place
+        e.variable[...] = jnp.array(values[id(e.variable)], dtype=e.variable.dtype, copy=True)
     return model
