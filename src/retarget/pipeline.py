@@ -6,6 +6,8 @@ imports -> checks -> render.
 """
 from __future__ import annotations
 
+import ast
+
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -33,6 +35,11 @@ class Conversion:
 
 
 def parse(source: str, path: str) -> cst.Module:
+    """Parse, reporting syntax errors as CPython does (its line and message are the precise ones)."""
+    try:
+        ast.parse(source)
+    except SyntaxError as exc:
+        raise ConversionError(f"syntax error: {exc.msg}", path, exc.lineno or 0, exc.offset or 0) from None
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as exc:

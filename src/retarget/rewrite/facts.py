@@ -159,11 +159,13 @@ class Analysis:
                     cls.attr_types[f"{attr}.{key}"] = entry
 
     def _tensor_names(self, func: FunctionFacts) -> set[str]:
-        """Names a function binds to torch results (or forward inputs): item assignment needs `.at[]`."""
+        """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, torch
+        results, layer outputs (`self.proj(x)`), and anything computed from those."""
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
         for stmt in _assignments(func.node):
-            if len(stmt.targets) == 1 and isinstance(stmt.targets[0].target, cst.Name) and _mentions(
-                    stmt.value, self.qualnames):
+            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0].target, cst.Name):
+                continue
+            if _mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names.add(stmt.targets[0].target.value)
         return names
 
@@ -267,15 +269,25 @@ def _dict_entries(node: cst.BaseExpression):
                 yield el.key.evaluated_value, el.value
 
 
-def _mentions(node: cst.CSTNode, qualnames: dict) -> bool:
-    """Whether a torch API appears anywhere inside `node`."""
+def _mentions(node: cst.CSTNode, predicate) -> bool:
+    """Whether any node inside `node` satisfies `predicate`."""
     found = []
 
     class _Visitor(cst.CSTVisitor):
         def on_visit(self, n: cst.CSTNode) -> bool:
-            if n in qualnames:
+            if predicate(n):
                 found.append(n)
             return not found
 
     node.visit(_Visitor())
     return bool(found)
+
+
+def _reads(node: cst.CSTNode, names: set[str]) -> bool:
+    return isinstance(node, cst.Name) and node.value in names
+
+
+def _layer_call(node: cst.CSTNode) -> bool:
+    """`self.proj(x)`: calling a submodule yields a tensor."""
+    return isinstance(node, cst.Call) and (dotted(node.func) or "").startswith("self.") and (
+        dotted(node.func) or "").count(".") == 1

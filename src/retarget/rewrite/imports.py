@@ -56,8 +56,21 @@ def _is_torch(module_name: str | None) -> bool:
 
 
 class _DropUnusedTorch(cst.CSTTransformer):
+    """Drop torch imports whose names are not read in their scope (module, or the function of a local import)."""
+
     def __init__(self, used: set[str]):
         self.used = used
+        self._outer: list[set[str]] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        usage = _Usage()
+        node.body.visit(usage)
+        self._outer.append(self.used)
+        self.used = usage.used
+
+    def leave_FunctionDef(self, original, updated):
+        self.used = self._outer.pop()
+        return updated
 
     def _keep(self, alias: cst.ImportAlias, full: str) -> bool:
         bound = dotted(alias.asname.name) if alias.asname else full.split(".")[0]

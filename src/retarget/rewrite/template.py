@@ -153,4 +153,7 @@ class _Substitute(cst.CSTTransformer):
         found = _placeholder(original)
         if found is None:
             return updated
-        return parenthesize(self._value(found[0], found[1], optional=False))
+        name, forced = found
+        if name not in self.values and not forced:
+            raise _Missing(name)  # outside a call's arguments, a placeholder needs the caller's value
+        return parenthesize(self._value(name, forced, optional=False))

@@ -117,13 +117,13 @@ class Converter(cst.CSTTransformer):
             receiver = None
         elif isinstance(original.func, cst.Attribute) and isinstance(updated.func, cst.Attribute):
             method = original.func.attr.value
+            if (dotted(original.func.value) or "").split(".")[0] in self.imported_names:
+                return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
             rule = ctx.rules.get("method", method)
             if rule is None:
                 return self._unknown_method(original, method)
             if rule.ambiguous and ctx.module_class is None:
                 return None
-            if dotted(original.func.value) in self.imported_names:
-                return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
             on_module = self._is_module(original.func.value)
             if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
                                                               and rule.ambiguous):
@@ -136,7 +136,9 @@ class Converter(cst.CSTTransformer):
             return Escape("RT104", f"in-place `{rule.name}` used as a value")
         bound = bind(rule.sig, updated.args)
         if isinstance(bound, Escape):
-            return bound
+            # a method call that does not fit the Tensor signature is some other type's method
+            # (`arr.mean(axis=1)` on a JAX array, `obj.sigmoid(x)`): leave it alone
+            return None if rule.kind == "method" else bound
         site = Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
         if statement and rule.kind == "method" and rule.name.endswith("_"):
             return structure.inplace_target(ctx, site)
@@ -153,7 +155,7 @@ class Converter(cst.CSTTransformer):
         """`self` and layer attributes are modules: `.relu(x)` on them is not Tensor.relu."""
         name = dotted(receiver)
         cls = self.ctx.module_class
-        if name == "self" and cls is not None:
+        if name == "self":
             return True
         return bool(cls and name and name.startswith("self.") and name[5:] in cls.attr_types)
 

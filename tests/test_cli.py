@@ -1,0 +1,81 @@
+"""The command line: exit codes, file/dir/stdin modes, --diff, atomic output."""
+import io
+import sys
+
+import pytest
+
+from retarget.cli import main
+
+CLEAN = "import torch.nn as nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n    def forward(self, x):\n        return self.fc(x)\n"
+ESCAPE = "import torch\n\n\ndef f(x):\n    return torch.special.i0e(x)\n"
+BROKEN = "import torch\n\ndef f(:\n"
+
+
+def test_file_to_stdout_clean_exit_0(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(CLEAN)
+    assert main(["convert", str(tmp_path / "m.py")]) == 0
+    out = capsys.readouterr()
+    assert "class M(nnx.Module):" in out.out and "0 escape hatch(es)" in out.err
+
+
+def test_escape_hatches_exit_1_and_are_listed(tmp_path, capsys):
+    (tmp_path / "e.py").write_text(ESCAPE)
+    assert main(["convert", str(tmp_path / "e.py"), "-o", str(tmp_path / "out.py")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'e.py'}:5:12: RT101" in err
+    assert "RETARGET-TODO(RT101)" in (tmp_path / "out.py").read_text()
+
+
+def test_syntax_error_exit_2_writes_nothing(tmp_path, capsys):
+    (tmp_path / "b.py").write_text(BROKEN)
+    assert main(["convert", str(tmp_path / "b.py"), "-o", str(tmp_path / "out.py")]) == 2
+    assert not (tmp_path / "out.py").exists()
+    assert "b.py:3" in capsys.readouterr().err
+
+
+def test_directory_is_mirrored_and_nothing_written_on_error(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "model.py").write_text(CLEAN)
+    (src / "README.txt").write_text("notes")
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "-o", str(out)]) == 0
+    assert "nnx.Module" in (out / "pkg" / "model.py").read_text()
+    assert (out / "README.txt").read_text() == "notes"
+    assert "[1/1] pkg/model.py" in capsys.readouterr().err
+
+    (src / "pkg" / "broken.py").write_text(BROKEN)
+    out2 = tmp_path / "out2"
+    assert main(["convert", str(src), "-o", str(out2)]) == 2
+    assert not out2.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out2")]
+
+
+def test_directory_needs_output(tmp_path):
+    assert main(["convert", str(tmp_path)]) == 2
+
+
+def test_missing_path_exit_2(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "nope.py")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_stdin_to_stdout(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CLEAN))
+    assert main(["convert", "-", "-q"]) == 0
+    out = capsys.readouterr()
+    assert "nnx.Linear(2, 2, rngs=rngs)" in out.out and out.err == ""
+
+
+def test_diff_shows_changes_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "m.py").write_text(CLEAN)
+    assert main(["convert", str(tmp_path / "m.py"), "--diff", "-o", str(tmp_path / "o.py")]) == 0
+    out = capsys.readouterr().out
+    assert "-        self.fc = nn.Linear(2, 2)" in out and "+        self.fc = nnx.Linear(2, 2, rngs=rngs)" in out
+    assert not (tmp_path / "o.py").exists()
+
+
+def test_bad_target_is_a_usage_error():
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "x.py", "--to", "mlx"])
+    assert info.value.code == 2
