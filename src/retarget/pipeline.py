@@ -46,23 +46,24 @@ def parse(source: str, path: str) -> cst.Module:
         raise ConversionError(f"syntax error: {exc.message}", path, exc.raw_line, exc.raw_column + 1) from None
 
 
-def _helpers(module: cst.Module, requested: set[str]) -> list[cst.BaseStatement]:
-    """Support definitions to copy in, minus any the file already defines (a re-conversion)."""
+def _helper_names(module: cst.Module, requested: set[str]) -> frozenset[str]:
+    """Support helpers to copy in, minus any the file already defines (a re-conversion)."""
     defined = {s.name.value for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
-    return SUPPORT.render({n for n in requested if n not in defined}) if requested - defined else []
+    return frozenset(n for n in requested if n not in defined)
 
 
 def check(code: str, path: str) -> None:
     """The output must parse; anything else is a bug in retarget, reported as such."""
     try:
-        cst.parse_module(code)
-    except cst.ParserSyntaxError as exc:  # pragma: no cover - internal error guard
-        raise RuntimeError(f"{path}: retarget produced code that does not parse: {exc.message}") from None
+        ast.parse(code)
+    except SyntaxError as exc:  # pragma: no cover - internal error guard
+        raise RuntimeError(f"{path}: retarget produced code that does not parse: {exc.msg} "
+                           f"(output line {exc.lineno})") from None
 
 
 def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None) -> Conversion:
     rules = rules or default_rules()
-    wrapper = MetadataWrapper(parse(source, path))
+    wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
     names = TorchNames()
     wrapper.visit(names)
     prepass = Prepass()
@@ -72,7 +73,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   isinstance_refs=prepass.isinstance_refs,
                   annotation_refs=prepass.annotation_refs)
     converted = wrapper.module.visit(Converter(ctx, prepass))
-    converted = fix_imports(converted, _helpers(converted, ctx.support))
+    helpers = _helper_names(converted, ctx.support)
+    converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
     return Conversion(converted.code, diagnostics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import libcst as cst
 
 from ..diagnostics import Escape
-from ..rewrite.calls import Site
+from ..rewrite.calls import Site, _defaults
 from ..rewrite.names import dotted
 from . import register
 
@@ -84,7 +84,7 @@ def nn_init(site: Site, rngs: cst.BaseExpression):
     ctx = site.extra["ctx"]
     key = ctx.key_expr("params") or cst.parse_expression("jax.random.key(0)")
     values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "key": key}
-    defaults = {n: cst.parse_expression(t) for n, t in site.rule.sig.defaults.items()}
+    defaults = _defaults(site.rule.sig)
     for template in site.rule.templates:
         value = template.render(values, defaults)
         if value is not None:

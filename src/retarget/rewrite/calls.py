@@ -51,8 +51,14 @@ def bind(sig: Signature, args: tuple[cst.Arg, ...]) -> dict[str, object] | Escap
     return bound
 
 
+_DEFAULTS: dict[int, dict[str, cst.BaseExpression]] = {}
+
+
 def _defaults(sig: Signature) -> dict[str, cst.BaseExpression]:
-    return {name: cst.parse_expression(text) for name, text in sig.defaults.items()}
+    """Parsed torch defaults of a signature (parsed once per signature: rules live for the process)."""
+    if id(sig) not in _DEFAULTS:
+        _DEFAULTS[id(sig)] = {name: cst.parse_expression(text) for name, text in sig.defaults.items()}
+    return _DEFAULTS[id(sig)]
 
 
 def _is_default(rule: Rule, name: str, value: object) -> bool:

@@ -61,6 +61,11 @@ class _Collector(cst.CSTVisitor):
         self.functions: dict[str, FunctionFacts] = {}
         self._class: list[str] = []
         self._func: list[FunctionFacts] = []
+        self.training_readers: set[str] = set()
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        if self._class and node.attr.value == "training" and dotted(node.value) == "self":
+            self.training_readers.add(self._class[-1])
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.classes.setdefault(node.name.value, node)
@@ -124,7 +129,7 @@ class Analysis:
                         changed = True
                         break
         for name, cls in found.items():
-            cls.reads_training = "self.training" in cst.Module([self.collector.classes[name]]).code
+            cls.reads_training = name in self.collector.training_readers
         return found
 
     def value_type(self, node: cst.BaseExpression, facts: Facts) -> str | None:
@@ -233,7 +238,14 @@ class Analysis:
         return known
 
 
+_ASSIGNMENTS: dict[int, tuple[cst.FunctionDef, list[cst.Assign]]] = {}
+
+
 def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
+    """Assignments in a function body (memoised: the fixed points ask repeatedly)."""
+    cached = _ASSIGNMENTS.get(id(func))
+    if cached is not None and cached[0] is func:
+        return cached[1]
     found: list[cst.Assign] = []
 
     class _Visitor(cst.CSTVisitor):
@@ -241,6 +253,9 @@ def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
             found.append(node)
 
     func.body.visit(_Visitor())
+    if len(_ASSIGNMENTS) > 4096:
+        _ASSIGNMENTS.clear()
+    _ASSIGNMENTS[id(func)] = (func, found)
     return found
 
 

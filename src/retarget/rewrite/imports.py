@@ -59,17 +59,26 @@ class _DropUnusedTorch(cst.CSTTransformer):
     """Drop torch imports whose names are not read in their scope (module, or the function of a local import)."""
 
     def __init__(self, used: set[str]):
-        self.used = used
-        self._outer: list[set[str]] = []
+        self.module_used = used
+        self._functions: list[cst.FunctionDef] = []
+        self._function_used: dict[int, set[str]] = {}
+
+    @property
+    def used(self) -> set[str]:
+        if not self._functions:
+            return self.module_used
+        func = self._functions[-1]
+        if id(func) not in self._function_used:  # computed only for functions that import torch
+            usage = _Usage()
+            func.body.visit(usage)
+            self._function_used[id(func)] = usage.used
+        return self._function_used[id(func)]
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        usage = _Usage()
-        node.body.visit(usage)
-        self._outer.append(self.used)
-        self.used = usage.used
+        self._functions.append(node)
 
     def leave_FunctionDef(self, original, updated):
-        self.used = self._outer.pop()
+        self._functions.pop()
         return updated
 
     def _keep(self, alias: cst.ImportAlias, full: str) -> bool:
@@ -108,10 +117,20 @@ def _insert_at(module: cst.Module) -> int:
     return index
 
 
-def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement]) -> cst.Module:
+def names_used(node: cst.CSTNode) -> tuple[set[str], set[str]]:
+    """(names read, names bound at the top) in `node`."""
+    usage = _Usage()
+    node.visit(usage)
+    return usage.used, usage.bound
+
+
+def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
+                helper_usage: tuple[set[str], set[str]] = (set(), set())) -> cst.Module:
     """Remove dead torch imports; add needed JAX imports, then the support helpers."""
     usage = _Usage()
-    cst.Module(body=[*module.body, *helpers]).visit(usage)
+    module.visit(usage)
+    usage.used |= helper_usage[0]
+    usage.bound |= helper_usage[1]
     module = module.visit(_DropUnusedTorch(usage.used))
     needed = [n for n in ORDER if n in usage.used and n not in usage.bound]
     new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]

@@ -52,6 +52,12 @@ class SupportLibrary:
                 stack.extend(self.deps[name])
         return [n for n in self.order if n in needed]
 
+    @functools.cache
+    def usage(self, names: frozenset[str]) -> tuple[set[str], set[str]]:
+        """Names the rendered helpers read and bind (cached: import fixing asks per file)."""
+        from .imports import names_used
+        return names_used(cst.Module(body=self.render(set(names))))
+
     def render(self, names: set[str]) -> list[cst.BaseStatement]:
         """Statements defining `names` (and dependencies), the first one headed by a marker comment."""
         nodes = [self.definitions[n] for n in self.closure(names)]
