@@ -326,3 +326,56 @@ def dropout(x, p=0.5, training=True, key=None):
         return x
     keep = jax.random.bernoulli(key, 1.0 - p, x.shape)
     return jnp.where(keep, x / (1.0 - p), 0.0)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """torch.nn.functional.mse_loss."""
+    return _reduce_loss(jnp.square(input - target), reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """torch.nn.functional.l1_loss."""
+    return _reduce_loss(jnp.abs(input - target), reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """torch.nn.functional.smooth_l1_loss."""
+    diff = jnp.abs(input - target)
+    return _reduce_loss(jnp.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta), reduction)
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    """torch.nn.functional.nll_loss with class indices along dim 1."""
+    logp = jnp.moveaxis(log_probs, 1, -1)
+    valid = target != ignore_index
+    safe = jnp.where(valid, target, 0)
+    w = jnp.ones((logp.shape[-1],), logp.dtype) if weight is None else weight
+    loss = jnp.where(valid, -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0] * w[safe], 0.0)
+    return _reduce_loss(loss, reduction, jnp.where(valid, w[safe], 0.0).sum() if reduction == "mean" else None)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """torch.nn.functional.binary_cross_entropy (log clamped at -100 like torch)."""
+    loss = -(target * jnp.maximum(jnp.log(input), -100.0) + (1 - target) * jnp.maximum(jnp.log1p(-input), -100.0))
+    return _reduce_loss(loss if weight is None else loss * weight, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """torch.nn.functional.binary_cross_entropy_with_logits."""
+    log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
+    loss = (1 - target) * input + log_weight * jax.nn.softplus(-input)
+    return _reduce_loss(loss if weight is None else loss * weight, reduction)
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    """torch.nn.functional.instance_norm without running statistics (group norm, one group per channel)."""
+    return group_norm(x, x.shape[1], weight, bias, eps)
+
+
+def multinomial(key, probs, num_samples, replacement=False):
+    """torch.multinomial: with replacement by categorical draws, without by the Gumbel top-k trick."""
+    logits = jnp.log(probs)
+    if replacement:
+        return jax.random.categorical(key, logits, shape=(num_samples,) + probs.shape[:-1]).T
+    gumbel = jax.random.gumbel(key, probs.shape)
+    return jax.lax.top_k(logits + gumbel, num_samples)[1]

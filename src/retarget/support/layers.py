@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import (_ntuple, adaptive_pool_nd, avg_pool_nd, conv_nd, conv_transpose_nd,
-                         flatten, group_norm, interpolate, max_pool_nd, pad, unflatten)
+                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, unflatten)
 
 
 class Buffer(nnx.Variable):
@@ -530,3 +530,51 @@ class Upsample(nnx.Module):
 
     def __call__(self, x):
         return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+
+class _InstanceNorm(nnx.Module):
+    """Instance norm (channels-first) without running statistics, torch's default."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
+                 *, rngs: nnx.Rngs | None = None):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((num_features,))) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_features,))) if affine else None
+
+    def __call__(self, x):
+        return instance_norm(x, None if self.scale is None else self.scale[...],
+                             None if self.bias is None else self.bias[...], self.eps)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    pass
+
+
+class InstanceNorm2d(_InstanceNorm):
+    pass
+
+
+class _PadNd(nnx.Module):
+    ndim, mode = 2, "constant"
+
+    def __init__(self, padding, value=0.0, *, rngs=None):
+        self.padding, self.value = _ntuple(padding, 2 * self.ndim), value
+
+    def __call__(self, x):
+        return pad(x, self.padding, mode=self.mode, value=self.value)
+
+
+class ZeroPad2d(_PadNd):
+    pass
+
+
+class ReflectionPad1d(_PadNd):
+    ndim, mode = 1, "reflect"
+
+
+class ReflectionPad2d(_PadNd):
+    mode = "reflect"
+
+
+class ReplicationPad2d(_PadNd):
+    mode = "replicate"
