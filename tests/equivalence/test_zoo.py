@@ -3,9 +3,13 @@
 Eval mode (eagerly and under nnx.jit), parameter gradients, and for
 BatchNorm models one train-mode step: outputs and running statistics.
 """
+import ast
+
 import numpy as np
 import pytest
 import torch
+
+import retarget
 
 from harness import build_pair, flatten_outputs, gradients, make_inputs, run_flax, run_torch
 from retarget.weights.port import plan
@@ -24,6 +28,16 @@ def test_conversion_reports_only_known_escapes(pair_and_case):
     pair, case = pair_and_case
     found = [(d.code, d.line) for d in pair.conversion.diagnostics]
     assert found == EXPECTED_DIAGNOSTICS.get(case.file, [])
+
+
+def test_output_needs_neither_torch_nor_retarget_and_is_stable(pair_and_case):
+    pair, case = pair_and_case
+    code = pair.conversion.code
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(code))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    assert imported <= {"jax", "flax", "math", "functools", "typing", "dataclasses"}, imported
+    assert retarget.convert(code).code == code  # converting the output again changes nothing
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
