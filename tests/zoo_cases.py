@@ -24,6 +24,7 @@ CASES = [
     Case("mixer.py", "MLPMixer", {}, [((2, 3, 16, 16), "float")]),
     Case("audio.py", "M5", {}, [((2, 1, 400), "float")], train_kwargs={}),
     Case("dcgan.py", "Generator", {}, [((2, 8, 1, 1), "float")], train_kwargs={}),
+    Case("vit.py", "VisionTransformer", {}, [((2, 3, 16, 16), "float")]),
     Case("dcgan.py", "Discriminator", {}, [((2, 3, 16, 16), "float")], train_kwargs={}),
 ]
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from .diagnostics import ConversionError, Diagnostic
+from .diagnostics import ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis
 from .rewrite.imports import fix_imports
 from .rewrite.names import TorchNames
-from .rewrite.support import SUPPORT
+from .rewrite.support import BEGIN, SUPPORT
 from .rewrite.transformer import Converter, Prepass
 from .rules import RuleSet, default_rules
 
@@ -46,10 +46,24 @@ def parse(source: str, path: str) -> cst.Module:
         raise ConversionError(f"syntax error: {exc.message}", path, exc.raw_line, exc.raw_column + 1) from None
 
 
-def _helper_names(module: cst.Module, requested: set[str]) -> frozenset[str]:
-    """Support helpers to copy in, minus any the file already defines (a re-conversion)."""
-    defined = {s.name.value for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
-    return frozenset(n for n in requested if n not in defined)
+def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> frozenset[str]:
+    """Support helpers to copy in: those the file does not define yet (a re-conversion already has
+    them, after the marker line). A definition of the user's own with a helper's name is reported."""
+    copied, in_block = set(), False
+    for stmt in module.body:
+        if not isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
+            in_block = False
+            continue
+        in_block = in_block or any(line.comment and line.comment.value == BEGIN for line in stmt.leading_lines)
+        if stmt.name.value in requested:
+            if in_block:
+                copied.add(stmt.name.value)
+            else:
+                original = ctx.analysis.collector.classes.get(stmt.name.value) or getattr(
+                    ctx.facts.functions.get(stmt.name.value), "node", stmt)
+                ctx.report(original, Escape("RT109", f"this file defines `{stmt.name.value}`, the name of a helper "
+                                                 "the conversion needs; rename it"))
+    return frozenset(requested - copied)
 
 
 def check(code: str, path: str) -> None:
@@ -73,7 +87,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   isinstance_refs=prepass.isinstance_refs,
                   annotation_refs=prepass.annotation_refs)
     converted = wrapper.module.visit(Converter(ctx, prepass))
-    helpers = _helper_names(converted, ctx.support)
+    helpers = _helper_names(converted, ctx.support, ctx)
     converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))

@@ -83,7 +83,7 @@ def nn_init(site: Site, rngs: cst.BaseExpression):
         return variable
     ctx = site.extra["ctx"]
     key = ctx.key_expr("params") or cst.parse_expression("jax.random.key(0)")
-    values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "key": key}
+    values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "prng": key}
     defaults = _defaults(site.rule.sig)
     for template in site.rule.templates:
         value = template.render(values, defaults)

@@ -89,12 +89,12 @@ def apply_rule(site: Site, rngs: cst.BaseExpression) -> cst.CSTNode | Escape:
         return REGISTRY[rule.plugin](site, rngs)
     values = {k: v for k, v in site.bound.items() if not _is_default(rule, k, v)}
     values["rngs"] = rngs
-    if any("key" in t.placeholders for t in rule.templates):
+    if any("prng" in t.placeholders for t in rule.templates):
         key = site.extra["ctx"].key_expr()
         if key is None:
             return Escape("RT108", f"`{rule.name}` needs a PRNG key and no `rngs` reaches this code; "
                                    "pass a jax.random key in by hand")
-        values["key"] = key
+        values["prng"] = key
     if site.receiver is not None:
         values["self"] = site.receiver
     defaults = _defaults(rule.sig)

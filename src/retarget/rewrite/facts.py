@@ -175,6 +175,12 @@ class Analysis:
         return names
 
     def _is_class_value(self, node: cst.BaseExpression, func: FunctionFacts, facts: Facts) -> bool:
+        """A layer class: `nn.LayerNorm`, a module class of the file, `partial(nn.LayerNorm, eps=1e-6)`,
+        `norm_layer or nn.LayerNorm`, or a name already known to hold one."""
+        if isinstance(node, cst.BooleanOperation):
+            return any(self._is_class_value(side, func, facts) for side in (node.left, node.right))
+        if isinstance(node, cst.Call) and dotted(node.func) in ("partial", "functools.partial") and node.args:
+            return self._is_class_value(node.args[0].value, func, facts)
         name = dotted(node)
         return bool(self.layer_rule_name(node)) or facts.is_module_class(name) or name in func.class_values
 

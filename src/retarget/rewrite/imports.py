@@ -15,8 +15,9 @@ KNOWN_IMPORTS = {
     "nnx": "from flax import nnx",
     "math": "import math",
     "partial": "from functools import partial",
+    "typing": "import typing",
 }
-ORDER = ["math", "partial", "jax", "jnp", "nnx"]
+ORDER = ["math", "typing", "partial", "jax", "jnp", "nnx"]
 
 
 class _Usage(cst.CSTVisitor):

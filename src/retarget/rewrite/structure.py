@@ -165,13 +165,13 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
         ctx.support.update(rule.support)
         return rule.templates[0].render({}, {})
     layer = ctx.rules.get("module", qual)
+    if layer and layer.flax and (node in ctx.isinstance_refs or node in ctx.annotation_refs):
+        ctx.support.update(layer.support)  # the Flax class itself: torch-signature wrappers subclass it
+        return cst.parse_expression(layer.flax)
     if layer and layer.as_class:
         if not layer.as_class.startswith("nnx."):
             ctx.support.add(layer.as_class)
         return cst.parse_expression(layer.as_class)
-    if layer and layer.flax and (node in ctx.isinstance_refs or node in ctx.annotation_refs):
-        ctx.support.update(layer.support)
-        return cst.parse_expression(layer.flax)
     if layer:
         return Escape("RT103", f"`{qual}` is used as a class here; its Flax counterpart takes other arguments")
     if ctx.rules.get("function", qual):
@@ -228,16 +228,16 @@ def _plugin_of(ctx: Context, node: cst.BaseExpression) -> str | None:
     target = node.func if isinstance(node, cst.Call) else node
     qual = ctx.qualnames.get(target)
     rule = ctx.rules.get("function", qual) if qual else None
-    return rule.plugin if rule else ("unknown" if qual else None)
+    return rule.plugin if rule else (f"unknown:{qual}" if qual else None)
 
 
 def drop_noop_decorator(ctx: Context, original: cst.Decorator, updated: cst.Decorator):
     """`@torch.jit.ignore`, `@torch.no_grad()` and friends carry no meaning in JAX."""
     kind = _plugin_of(ctx, original.decorator)
-    if kind == "noop_decorator":
+    if kind in ("noop_decorator", "noop_context"):  # `@torch.no_grad()` on a function is a no-op too
         return cst.RemoveFromParent()
     if kind is not None:
-        ctx.escape(original, Escape("RT101", "torch decorator with no JAX meaning known to retarget"))
+        ctx.escape(original, Escape("RT101", f"decorator `{kind.split(':')[-1]}` has no rule"))
     return updated
 
 
@@ -245,8 +245,9 @@ def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):
     """`with torch.no_grad():` -> the body (JAX computes gradients only when asked)."""
     kinds = [_plugin_of(ctx, item.item) for item in original.items]
     if not kinds or any(k != "noop_context" for k in kinds):
-        if any(k == "unknown" for k in kinds):
-            ctx.escape(original, Escape("RT101", "torch context manager with no rule"))
+        unknown = [k.split(":", 1)[1] for k in kinds if k and k.startswith("unknown:")]
+        if unknown:
+            ctx.escape(original, Escape("RT101", f"context manager `{unknown[0]}` has no rule"))
         return updated
     return cst.FlattenSentinel(_suite_statements(updated.body))
 

@@ -379,3 +379,11 @@ def multinomial(key, probs, num_samples, replacement=False):
         return jax.random.categorical(key, logits, shape=(num_samples,) + probs.shape[:-1]).T
     gumbel = jax.random.gumbel(key, probs.shape)
     return jax.lax.top_k(logits + gumbel, num_samples)[1]
+
+
+def pixel_shuffle(x, upscale_factor):
+    """torch.nn.functional.pixel_shuffle: (N, C*r*r, H, W) -> (N, C, H*r, W*r)."""
+    n, c, h, w = x.shape
+    r = upscale_factor
+    x = x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, c // (r * r), h * r, w * r)

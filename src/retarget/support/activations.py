@@ -1,0 +1,104 @@
+"""Layers as classes with torch constructor signatures, for code that passes layer classes around
+(`act_layer=nn.GELU`, `norm_layer=nn.LayerNorm`).
+
+Called directly, `nn.ReLU()` converts to `jax.nn.relu`; these classes serve the class-as-value case.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class _Activation(nnx.Module):
+    """An activation as a class, for code that passes layer classes around (`act_layer=nn.ReLU`)."""
+
+    def __init__(self, *args, inplace=False, rngs=None, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class ReLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.relu(x)
+
+
+class ReLU6(_Activation):
+    def __call__(self, x):
+        return jax.nn.relu6(x)
+
+
+class LeakyReLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.leaky_relu(x, *self.args, **self.kwargs)
+
+
+class ELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.elu(x, *self.args, **self.kwargs)
+
+
+class GELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.gelu(x, approximate=self.kwargs.get("approximate", "none") == "tanh")
+
+
+class SiLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.silu(x)
+
+
+class Mish(_Activation):
+    def __call__(self, x):
+        return jax.nn.mish(x)
+
+
+class Sigmoid(_Activation):
+    def __call__(self, x):
+        return jax.nn.sigmoid(x)
+
+
+class Tanh(_Activation):
+    def __call__(self, x):
+        return jnp.tanh(x)
+
+
+class Hardswish(_Activation):
+    def __call__(self, x):
+        return jax.nn.hard_swish(x)
+
+
+class Hardsigmoid(_Activation):
+    def __call__(self, x):
+        return jax.nn.hard_sigmoid(x)
+
+
+class Softmax(_Activation):
+    def __call__(self, x):
+        return jax.nn.softmax(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))
+
+
+class TorchLinear(nnx.Linear):
+    """nnx.Linear with torch's constructor signature, for layer classes passed as values (`mlp_layer=nn.Linear`)."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
+        super().__init__(in_features, out_features, use_bias=bias, rngs=rngs)
+
+
+class TorchLayerNorm(nnx.LayerNorm):
+    """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None,
+                 *, rngs: nnx.Rngs):
+        super().__init__(normalized_shape, epsilon=eps, use_scale=elementwise_affine, use_bias=bias, rngs=rngs)
+
+
+class TorchEmbedding(nnx.Embed):
+    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
+        super().__init__(num_embeddings, embedding_dim, rngs=rngs)
+
+
+class TorchDropout(nnx.Dropout):
+    """nnx.Dropout with torch's constructor signature (`drop_layer=nn.Dropout`)."""
+
+    def __init__(self, p=0.5, inplace=False, *, rngs: nnx.Rngs | None = None):
+        super().__init__(p, rngs=rngs)
