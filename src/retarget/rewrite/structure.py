@@ -144,7 +144,7 @@ def inplace_target(ctx: Context, site):
         spec = rules[0].attrs.get(original.attr.value, {})
         if "var" not in spec or len(rules) > 1:
             return Escape("RT107", f"in-place `{site.rule.name}` on `{name}`, which is not one layer variable")
-        if site.rule.name == "copy_" and spec.get("read") != "{self}." + spec["var"]:
+        if site.rule.name == "copy_" and spec.get("read") not in ("{self}." + spec["var"], "{self}." + spec["var"] + "[...]"):
             return Escape("RT107", f"`copy_` into `{name}`, whose Flax layout differs; copy a converted tensor")
         name = f"{dotted(original.value)}.{spec['var']}"
     variable = cst.parse_expression(f"{name}[...]" if rules or _is_param(ctx, name) else name)
@@ -271,6 +271,11 @@ def _tied_side(ctx: Context, node: cst.BaseExpression):
     return (dotted(node.value), rule, spec) if spec and "var" in spec else None
 
 
+def _layout(spec: dict) -> str:
+    """How a variable's read differs from the variable itself (`.T` for Linear kernels)."""
+    return spec.get("read", "").replace("{self}." + spec["var"], "").replace("[...]", "")
+
+
 def tie_weights(ctx: Context, original: cst.Assign, updated: cst.Assign):
     """`self.a.weight = self.b.weight`: share the Flax variable, or make the Linear read the Embed table."""
     if len(original.targets) != 1 or not isinstance(original.value, cst.Attribute):
@@ -282,7 +287,7 @@ def tie_weights(ctx: Context, original: cst.Assign, updated: cst.Assign):
     if left is None or right is None:
         ctx.escape(original, Escape("RT106", "weight tying between layers whose types retarget cannot tell"))
         return updated
-    if left[2].get("read", "").replace(left[2]["var"], "") == right[2].get("read", "").replace(right[2]["var"], ""):
+    if _layout(left[2]) == _layout(right[2]):
         return cst.parse_statement(f"{left[0]}.{left[2]['var']} = {right[0]}.{right[2]['var']}").body[0]
     kinds = {left[1].name: left[0], right[1].name: right[0]}
     if set(kinds) != {"torch.nn.Linear", "torch.nn.Embedding"}:
@@ -339,3 +344,34 @@ def keep_rngs(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
             return updated.with_changes(body=updated.body.with_changes(body=body))
     ctx.escape(updated, Escape("RT108", f"{cls.name} draws random numbers but has no __init__ to keep `rngs` in"))
     return updated
+
+
+def _module_walk(call: cst.BaseExpression, method: str) -> str | None:
+    """The receiver of `X.modules()` / `X.apply(fn)` when X is a plain dotted name."""
+    if (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) and call.func.attr.value == method
+            and dotted(call.func.value)):
+        return dotted(call.func.value)
+    return None
+
+
+def loop_over_modules(original: cst.For, updated: cst.For) -> cst.For:
+    """`for m in self.modules():` -> `for _, m in nnx.iter_modules(self):`."""
+    receiver = _module_walk(original.iter, "modules")
+    if receiver is None or original.iter.args:
+        return updated
+    target = cst.Tuple([cst.Element(cst.Name("_")), cst.Element(updated.target)], lpar=[], rpar=[])
+    return updated.with_changes(target=target, iter=cst.parse_expression(f"nnx.iter_modules({receiver})"))
+
+
+def apply_as_loop(original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+    """`self.apply(fn)` as a statement -> `for _, m in nnx.iter_modules(self): fn(m)`."""
+    if len(original.body) != 1 or not isinstance(original.body[0], cst.Expr):
+        return updated
+    call = original.body[0].value
+    receiver = _module_walk(call, "apply")
+    converted = updated.body[0].value if isinstance(updated.body[0], cst.Expr) else None
+    if receiver is None or len(call.args) != 1 or not isinstance(converted, cst.ListComp):
+        return updated
+    fn = cst.Module([]).code_for_node(converted.elt.func)
+    loop = cst.parse_statement(f"for _, module in nnx.iter_modules({receiver}):\n    {fn}(module)\n")
+    return loop.with_changes(leading_lines=updated.leading_lines)

@@ -17,6 +17,7 @@ from . import structure
 from .calls import Site, apply_rule, bind
 from .context import Context
 from .names import dotted
+from .template import parenthesize
 
 TENSOR_METHODS = frozenset(
     line.strip() for line in (Path(__file__).parent.parent / "rules" / "tensor_method_names.txt").read_text().splitlines()
@@ -33,6 +34,7 @@ class Converter(cst.CSTTransformer):
         self.ctx = ctx
         self.call_funcs, self.statement_calls = prepass.call_funcs, prepass.statement_calls
         self.structural_calls = prepass.structural_calls
+        self.operands = prepass.operands
         self.imported_names = prepass.imported_names
 
     # -- escape-hatch comments, one frame per statement ----------------------
@@ -77,7 +79,10 @@ class Converter(cst.CSTTransformer):
         if original in self.statement_calls or original in self.structural_calls:
             return updated
         result = self._rewrite_call(original, updated, statement=False)
-        return updated if isinstance(result, Escape) or result is None else result
+        if isinstance(result, Escape) or result is None:
+            return updated
+        # `s * F.linear(a, b)` -> `s * (a @ b.T)`: an operator result inside an operator needs parentheses
+        return parenthesize(result) if original in self.operands else result
 
     def leave_Expr(self, original: cst.Expr, updated: cst.Expr):
         if original.value not in self.statement_calls:
@@ -183,6 +188,12 @@ class Converter(cst.CSTTransformer):
             return updated
         return result
 
+    def leave_For(self, original: cst.For, updated: cst.For) -> cst.For:
+        return structure.loop_over_modules(original, updated)
+
+    def leave_SimpleStatementLine(self, original, updated):
+        return structure.apply_as_loop(original, updated)
+
     def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
         result = structure.functional_update(self.ctx, original, updated)
         if result is not updated:
@@ -211,6 +222,7 @@ class Prepass(cst.CSTVisitor):
         self.structural_calls: set = set()
         self.isinstance_refs: set = set()
         self.annotation_refs: set = set()
+        self.operands: set = set()
         self.imported_names: set[str] = set()
         self._annotations = 0
 
@@ -231,6 +243,7 @@ class Prepass(cst.CSTVisitor):
         self._annotations -= 1
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.operands.add(node.value)
         if self._annotations:
             self.annotation_refs.add(node)
 
@@ -244,6 +257,18 @@ class Prepass(cst.CSTVisitor):
             kinds = node.args[1].value
             elements = kinds.elements if isinstance(kinds, cst.Tuple) else [cst.Element(kinds)]
             self.isinstance_refs.update(e.value for e in elements)
+
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        self.operands.update((node.left, node.right))
+
+    def visit_UnaryOperation(self, node: cst.UnaryOperation) -> None:
+        self.operands.add(node.expression)
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        self.operands.update([node.left, *(c.comparator for c in node.comparisons)])
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        self.operands.add(node.value)
 
     def visit_Expr(self, node: cst.Expr) -> None:
         if isinstance(node.value, cst.Call):

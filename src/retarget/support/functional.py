@@ -18,6 +18,7 @@ def _ntuple(value, n):
 
 def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv{1,2,3}d: channels-first input, OI... kernel."""
+    weight = jnp.asarray(weight)  # a Flax variable passed straight in (`F.conv2d(x, self.weight)`)
     n = weight.ndim - 2
     if isinstance(padding, str):
         pad = padding.upper()
@@ -34,6 +35,7 @@ def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv_transpose_nd(x, weight, bias=None, stride=1, padding=0,
                       output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose{1,2,3}d with torch's (in, out/groups, ...) kernel."""
+    weight = jnp.asarray(weight)
     n = weight.ndim - 2
     c_in, c_out_g = weight.shape[:2]
     kernel = weight.reshape((groups, c_in // groups, c_out_g) + weight.shape[2:])
