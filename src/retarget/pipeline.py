@@ -7,6 +7,7 @@ imports -> checks -> render.
 from __future__ import annotations
 
 import ast
+import functools
 
 from dataclasses import dataclass, field
 
@@ -83,7 +84,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     prepass = Prepass()
     wrapper.module.visit(prepass)
     analysis = Analysis(wrapper.module, names.qualnames, rules)
-    ctx = Context(path, rules, names.qualnames, wrapper.resolve(PositionProvider), analysis, analysis.run(),
+    positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
+    ctx = Context(path, rules, names.qualnames, positions, analysis, analysis.run(),
                   isinstance_refs=prepass.isinstance_refs,
                   annotation_refs=prepass.annotation_refs)
     converted = wrapper.module.visit(Converter(ctx, prepass))

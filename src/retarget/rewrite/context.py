@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import libcst as cst
 from libcst.metadata import CodeRange
@@ -17,7 +18,7 @@ class Context:
     path: str
     rules: RuleSet
     qualnames: dict[cst.CSTNode, str]
-    positions: dict[cst.CSTNode, CodeRange]
+    positions: Callable[[], Mapping[cst.CSTNode, CodeRange]]  # resolved on the first report only
     analysis: Analysis
     facts: Facts
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -86,7 +87,7 @@ class Context:
 
     # -- reporting ----------------------------------------------------------
     def report(self, node: cst.CSTNode, escape: Escape) -> Diagnostic:
-        pos = self.positions.get(node)
+        pos = self.positions().get(node)
         line, col = (pos.start.line, pos.start.column + 1) if pos else (0, 0)
         diag = Diagnostic(line, col, escape.code, escape.message, self.path)
         self.diagnostics.append(diag)

@@ -97,6 +97,57 @@ class _DropUnusedTorch(cst.CSTTransformer):
         return _with_names(updated, [a for a in updated.names if self._keep(a, dotted(a.name))])
 
 
+class _HasNestedImport(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return not self.found
+
+    def visit_Import(self, node: cst.Import) -> None:
+        self.found = True
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        self.found = True
+
+    def visit_SimpleStatementLine(self, node) -> bool:
+        return not self.found
+
+    def visit_Expr(self, node) -> bool:  # expressions hold no imports: skip them
+        return False
+
+    def visit_Assign(self, node) -> bool:
+        return False
+
+
+def _drop_unused_torch(module: cst.Module, used: set[str]) -> cst.Module:
+    """Top-level imports by a direct pass over the module body; nested ones (rare) by a full traversal."""
+    nested = _HasNestedImport()
+    for stmt in module.body:
+        if isinstance(stmt, cst.BaseCompoundStatement):
+            stmt.visit(nested)
+    if nested.found:
+        return module.visit(_DropUnusedTorch(used))
+    dropper, body = _DropUnusedTorch(used), []
+    for stmt in module.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            kept = [_drop_from(dropper, small) for small in stmt.body]
+            kept = [small for small in kept if not isinstance(small, cst.RemovalSentinel)]
+            if not kept:
+                continue
+            stmt = stmt.with_changes(body=kept)
+        body.append(stmt)
+    return module.with_changes(body=body)
+
+
+def _drop_from(dropper: "_DropUnusedTorch", small: cst.BaseSmallStatement):
+    if isinstance(small, cst.Import):
+        return dropper.leave_Import(small, small)
+    if isinstance(small, cst.ImportFrom):
+        return dropper.leave_ImportFrom(small, small)
+    return small
+
+
 def _with_names(node, names: list[cst.ImportAlias]):
     if not names:
         return cst.RemoveFromParent()
@@ -132,7 +183,7 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
     module.visit(usage)
     usage.used |= helper_usage[0]
     usage.bound |= helper_usage[1]
-    module = module.visit(_DropUnusedTorch(usage.used))
+    module = _drop_unused_torch(module, usage.used)
     needed = [n for n in ORDER if n in usage.used and n not in usage.bound]
     new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]
     at = _insert_at(module)
