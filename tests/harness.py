@@ -134,13 +134,12 @@ def gradients(pair: Pair, inputs) -> tuple[dict, dict]:
         return sum(jnp.sum(o * p) for o, p in zip(leaves, probes))
 
     grads = nnx.grad(loss)(pair.flax_model)
-    flat = dict(nnx.to_flat_state(grads))
+    flat = {".".join(map(str, path)): value for path, value in nnx.to_flat_state(grads)}
     flax_grads, groups = {}, {}
     for entry in plan(pair.flax_model)[0]:  # tied weights: one variable, several torch names
         groups.setdefault(id(entry.variable), []).append(entry)
     for entries in groups.values():
-        keys = [tuple(int(p) if p.isdigit() else p for p in e.target.split(".")) for e in entries]
-        found = next((flat[k] for k in keys if k in flat), None)
+        found = next((flat[e.target] for e in entries if e.target in flat), None)
         for entry in entries:
             if found is not None and entry.source in torch_grads:
                 flax_grads[entry.source] = entry.transform.invert(np.asarray(found[...]))

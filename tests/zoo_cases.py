@@ -25,6 +25,7 @@ CASES = [
     Case("audio.py", "M5", {}, [((2, 1, 400), "float")], train_kwargs={}),
     Case("dcgan.py", "Generator", {}, [((2, 8, 1, 1), "float")], train_kwargs={}),
     Case("conv_variants.py", "ConvVariantsNet", {}, [((2, 3, 15, 15), "float")]),
+    Case("densenet.py", "DenseNet", {}, [((2, 3, 32, 32), "float")], train_kwargs={}),
     Case("vit.py", "VisionTransformer", {}, [((2, 3, 16, 16), "float")]),
     Case("dcgan.py", "Discriminator", {}, [((2, 3, 16, 16), "float")], train_kwargs={}),
 ]

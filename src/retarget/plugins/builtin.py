@@ -110,3 +110,17 @@ def tensor_to(site: Site, rngs: cst.BaseExpression):
     if dtype is None:
         return site.receiver
     return cst.Call(cst.Attribute(site.receiver, cst.Name("astype")), [cst.Arg(dtype)])
+
+
+@register("sequential")
+def sequential(site: Site, rngs: cst.BaseExpression):
+    """`nn.Sequential(a, b)` -> `nnx.Sequential(a, b)`; `nn.Sequential(OrderedDict(...))` and an empty
+    `nn.Sequential()` (filled by add_module) -> `NamedSequential`, which keeps the children's names."""
+    args = site.bound.get("args", [])
+    named = len(args) == 1 and not args[0].star and isinstance(args[0].value, (cst.Call, cst.Dict)) and (
+        isinstance(args[0].value, cst.Dict) or dotted(args[0].value.func) in ("OrderedDict", "collections.OrderedDict",
+                                                                                "dict"))
+    if named or not args:
+        site.extra["ctx"].support.add("NamedSequential")
+        return cst.Call(cst.Name("NamedSequential"), [cst.Arg(args[0].value)] if args else [])
+    return site.rule.templates[0].render({"args": args}, {})

@@ -339,3 +339,27 @@ class ReflectionPad2d(_PadNd):
 
 class ReplicationPad2d(_PadNd):
     mode = "replicate"
+
+
+class NamedSequential(nnx.Module):
+    """nn.Sequential whose children keep torch's names (so checkpoint keys match): built from an
+    OrderedDict, from positional layers ("0", "1", ...), or grown by add_module / attribute
+    assignment in a subclass. Children run in the order they were added (recorded, since
+    Flax may rebuild the module with its attributes in another order)."""
+
+    def __init__(self, *layers):
+        named = layers[0] if len(layers) == 1 and isinstance(layers[0], dict) else dict(
+            (str(i), layer) for i, layer in enumerate(layers))
+        for name, layer in named.items():
+            setattr(self, name, layer)
+
+    def __setattr__(self, name, value):
+        order = getattr(self, "_layer_order", ())
+        if not name.startswith("_") and callable(value) and name not in order:
+            super().__setattr__("_layer_order", order + (name,))
+        super().__setattr__(name, value)
+
+    def __call__(self, x):
+        for name in self._layer_order:
+            x = getattr(self, name)(x)
+        return x
