@@ -1,4 +1,5 @@
-"""Command line: `retarget convert PATH [-o OUT] [--to flax] [--diff]`.
+"""Command line: `retarget convert PATH [-o OUT] [--to flax] [--diff]` and
+`retarget weights SRC -o OUT --model FILE.py:Class [--args JSON] [--to flax|torch] [--verify]`.
 
 Exit status: 0 converted cleanly, 1 converted with escape hatches left
 (`# RETARGET-TODO(...)` markers, listed on stderr), 2 bad input (syntax error,
@@ -9,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from . import TARGETS, convert
 from .diagnostics import ConversionError, Diagnostic
@@ -45,7 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
     conv.add_argument("--diff", action="store_true", help="show a unified diff instead of writing")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress or diagnostics on stderr")
+    _weights_parser(sub)
     return parser
+
+
+def _weights_parser(sub) -> None:
+    weights = sub.add_parser("weights", help="convert a checkpoint into a converted model's layout (or back)")
+    weights.add_argument("source", help=".safetensors, *.safetensors.index.json, .pt/.pth/.bin/.ckpt or .npz")
+    weights.add_argument("-o", "--output", required=True, help="output file")
+    weights.add_argument("--model", required=True, help="the converted model: FILE.py:ClassName")
+    weights.add_argument("--args", default="{}", help="constructor keyword arguments as JSON (default: {})")
+    weights.add_argument("--to", default="flax", choices=("flax", "torch"),
+                         help="flax: torch checkpoint -> Flax layout; torch: the reverse")
+    weights.add_argument("--format", default="safetensors", choices=("safetensors", "npz"))
+    weights.add_argument("--select", help="entry of a nested checkpoint holding the state dict (dotted)")
+    weights.add_argument("--strip-prefix", help="remove this prefix from every key")
+    weights.add_argument("--add-prefix", help="add this prefix to every key")
+    weights.add_argument("--verify", action="store_true", help="re-read the output and compare with the source")
+    weights.add_argument("-q", "--quiet", action="store_true")
 
 
 def _read(path: Path) -> str:
@@ -156,10 +178,63 @@ def _run_convert(args: argparse.Namespace) -> int:
     return _report(results, args.quiet)
 
 
+def _progress(quiet: bool, total: int):
+    """A progress line on stderr (bytes written and MB/s), refreshed at most five times a second."""
+    start = last = time.perf_counter()
+
+    def report(done: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if quiet or (now - last < 0.2 and done < total):
+            return
+        last = now
+        print(f"\r{done / 1e6:,.2f} / {total / 1e6:,.2f} MB  {done / max(now - start, 1e-9) / 1e6:,.0f} MB/s",
+              end="", file=sys.stderr)
+    return report
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from flax import nnx
+
+    from .weights.checkpoint import open_checkpoint
+    from .weights.convert import abstract_model, convert_weights, export_torch, load_model_class
+    try:
+        kwargs = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args is not JSON: {exc}") from None
+    cls = load_model_class(args.model)
+    try:
+        model = abstract_model(lambda: cls(**kwargs, rngs=nnx.Rngs(0)))
+    except Exception as exc:  # the user's model code: report, don't crash
+        raise UsageError(f"building {args.model} with --args {args.args} failed: {type(exc).__name__}: {exc}") from None
+    source = open_checkpoint(args.source, select=args.select, strip_prefix=args.strip_prefix,
+                             add_prefix=args.add_prefix)
+    try:
+        if args.to == "torch":
+            report = export_torch(source, model, Path(args.output))
+        else:
+            total = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in source.infos.values())
+            report = convert_weights(source, model, Path(args.output), fmt=args.format, verify=args.verify,
+                                     progress=_progress(args.quiet, total))
+    finally:
+        source.close()
+    if not args.quiet:
+        print(f"\nretarget: {report.tensors} tensors, {report.bytes / 1e6:,.1f} MB in {report.seconds:.2f}s "
+              f"({report.gb_per_s:.2f} GB/s) -> {report.output}" + (" (verified)" if report.verified else ""),
+              file=sys.stderr)
+    return EXIT_CLEAN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .weights.port import WeightsError
+    from .weights.safetensors_io import CheckpointError
     try:
-        return _run_convert(args)
+        return _run_weights(args) if args.command == "weights" else _run_convert(args)
+    except (CheckpointError, WeightsError) as exc:
+        print(f"\nretarget: error: {exc}", file=sys.stderr)
+        print("retarget: nothing was written", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (ConversionError, UsageError) as exc:
         print(f"retarget: error: {exc}", file=sys.stderr)
         if isinstance(exc, ConversionError):

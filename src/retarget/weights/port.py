@@ -140,25 +140,32 @@ def _torch_uint16(tensor: Any) -> Any:
     return torch.uint16
 
 
-def _check(entries: list[Entry], arrays: Mapping[str, np.ndarray], unmapped: list[str]) -> dict[int, np.ndarray]:
-    """Converted values by variable id, or a WeightsError with every problem."""
-    missing, mismatched, conflicting, values = [], [], [], {}
+def check_fit(entries: list[Entry], shapes: Mapping[str, tuple[int, ...]], unmapped: list[str]) -> None:
+    """Raise one WeightsError listing every missing, unexpected, shape-mismatched or unmapped key."""
+    missing, mismatched = [], []
     for e in entries:
-        if e.source not in arrays:
+        if e.source not in shapes:
             missing.append(e.source)
             continue
         expected = tuple(e.variable.shape)
-        if e.transform.target_shape(arrays[e.source].shape) != expected:
-            mismatched.append(f"{e.source} {tuple(arrays[e.source].shape)} -> {e.target} {expected}")
-            continue
+        if e.transform.target_shape(tuple(shapes[e.source])) != expected:
+            mismatched.append(f"{e.source} {tuple(shapes[e.source])} -> {e.target} {expected}")
+    used = {e.source for e in entries}
+    unexpected = sorted(k for k in shapes if k not in used)
+    if missing or mismatched or unexpected or unmapped:
+        raise WeightsError(missing, unexpected, mismatched, unmapped)
+
+
+def _converted_values(entries: list[Entry], arrays: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Converted values by variable id; tied weights (one variable, several keys) must agree."""
+    values, conflicting = {}, []
+    for e in entries:
         value = e.transform.apply(arrays[e.source])
         previous = values.setdefault(id(e.variable), value)
         if previous is not value and not np.array_equal(previous, value):
             conflicting.append(e.source)
-    used = {e.source for e in entries}
-    unexpected = sorted(k for k in arrays if k not in used)
-    if missing or mismatched or unexpected or unmapped or conflicting:
-        raise WeightsError(missing, unexpected, mismatched, unmapped, conflicting)
+    if conflicting:
+        raise WeightsError(conflicting=conflicting)
     return values
 
 
@@ -170,7 +177,8 @@ def port_weights(state_dict: Mapping[str, Any], model: nnx.Module, *, rules: Rul
     """
     entries, unmapped = plan(model, rules)
     arrays = {key: to_numpy(value) for key, value in state_dict.items()}
-    values = _check(entries, arrays, unmapped)
+    check_fit(entries, {k: a.shape for k, a in arrays.items()}, unmapped)
+    values = _converted_values(entries, arrays)
     for e in entries:
         # jnp.array copies: a zero-copy view would alias the torch tensor, which torch may update in place
         e.variable[...] = jnp.array(values[id(e.variable)], dtype=e.variable.dtype, copy=True)

@@ -37,6 +37,15 @@ class Transform:
         return tuple(shape[a] for a in self.axes)
 
 
+    def source_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The torch-side shape of a variable of `shape` (the inverse of target_shape)."""
+        if self.name == "identity":
+            return tuple(shape)
+        if self.name == "transpose":
+            return tuple(reversed(shape))
+        return tuple(shape[a] for a in np.argsort(self.axes))
+
+
 def parse_transform(text: str) -> Transform:
     """Parse a rule's transform string; ValueError names what is accepted."""
     if text in ("identity", "transpose"):

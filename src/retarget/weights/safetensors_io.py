@@ -1,0 +1,140 @@
+"""safetensors, read lazily and written as a stream, with every header field checked.
+
+Format: an 8-byte little-endian header length, a JSON header mapping names to
+{dtype, shape, data_offsets} (offsets relative to the data section), then the
+data. The reader validates the header before any tensor is read (size limit,
+known dtypes, offsets inside the file, no overlaps, byte length = shape x item
+size); a tensor is read only when asked for. The writer takes the names,
+dtypes and shapes first, then receives tensors one at a time, so memory stays
+near the largest single tensor.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+import ml_dtypes
+import numpy as np
+
+MAX_HEADER = 100 * 1024 * 1024
+DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+    "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+}
+CODES = {dtype: code for code, dtype in DTYPES.items()}
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is unreadable or unsafe: names the file and the problem."""
+
+
+def _fail(path: Path, message: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {message}")
+
+
+class SafetensorsReader:
+    """Lazy reader of one .safetensors file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file: BinaryIO = self.path.open("rb")
+        self.entries, self.metadata, self._data_start = self._read_header()
+
+    def _read_header(self):
+        size = self.path.stat().st_size
+        raw = self._file.read(8)
+        if len(raw) < 8:
+            raise _fail(self.path, "truncated: no header length")
+        (length,) = struct.unpack("<Q", raw)
+        if length > MAX_HEADER:
+            raise _fail(self.path, f"header of {length} bytes is larger than the {MAX_HEADER} allowed")
+        if 8 + length > size:
+            raise _fail(self.path, "truncated: header runs past the end of the file")
+        try:
+            header = json.loads(self._file.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _fail(self.path, f"bad header: {exc}") from None
+        if not isinstance(header, dict):
+            raise _fail(self.path, "bad header: not a JSON object")
+        metadata = header.pop("__metadata__", {}) or {}
+        entries = {name: self._entry(name, spec) for name, spec in header.items()}
+        self._check_layout(entries, size - 8 - length)
+        return entries, metadata, 8 + length
+
+    def _entry(self, name: str, spec) -> tuple[np.dtype, tuple[int, ...], int, int]:
+        try:
+            dtype = DTYPES[spec["dtype"]]
+            shape = tuple(int(d) for d in spec["shape"])
+            begin, end = (int(o) for o in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise _fail(self.path, f"bad header entry for {name!r}: {spec!r}") from None
+        if any(d < 0 for d in shape) or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise _fail(self.path, f"{name!r}: offsets {begin}..{end} do not hold shape {shape} of {spec['dtype']}")
+        return dtype, shape, begin, end
+
+    def _check_layout(self, entries: dict, data_size: int) -> None:
+        spans = sorted((begin, end, name) for name, (_, _, begin, end) in entries.items())
+        previous_end, previous = 0, None
+        for begin, end, name in spans:
+            if begin < previous_end:
+                raise _fail(self.path, f"{name!r} overlaps {previous!r} in the data section")
+            if end > data_size:
+                raise _fail(self.path, f"truncated: {name!r} ends at {end}, past the data ({data_size} bytes)")
+            previous_end, previous = end, name
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def info(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        dtype, shape, _, _ = self.entries[key]
+        return dtype, shape
+
+    def read(self, key: str) -> np.ndarray:
+        dtype, shape, begin, end = self.entries[key]
+        self._file.seek(self._data_start + begin)
+        data = self._file.read(end - begin)
+        if len(data) != end - begin:
+            raise _fail(self.path, f"truncated while reading {key!r}")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _aligned(length: int) -> int:
+    return length + (-length) % 8
+
+
+class SafetensorsWriter:
+    """Write a .safetensors file tensor by tensor, in the declared order."""
+
+    def __init__(self, handle: BinaryIO, layout: Iterable[tuple[str, np.dtype, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None):
+        header: dict = {"__metadata__": metadata} if metadata else {}
+        offset = 0
+        self._expected = []
+        for name, dtype, shape in layout:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            header[name] = {"dtype": CODES[np.dtype(dtype)], "shape": list(shape),
+                            "data_offsets": [offset, offset + nbytes]}
+            self._expected.append((name, np.dtype(dtype), tuple(shape)))
+            offset += nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (_aligned(len(encoded)) - len(encoded))
+        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        self._handle, self._next = handle, 0
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        expected = self._expected[self._next]
+        if (name, array.dtype, array.shape) != expected:
+            raise ValueError(f"expected {expected}, got {(name, array.dtype, array.shape)}")
+        self._handle.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        self._next += 1
+
+    def finish(self) -> None:
+        if self._next != len(self._expected):
+            raise ValueError(f"{len(self._expected) - self._next} tensor(s) declared but not written")

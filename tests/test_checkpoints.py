@@ -1,0 +1,198 @@
+"""Checkpoint files: readers (torch.save zip without torch's unpickler, safetensors, sharded, npz),
+streaming conversion into a converted model's layout, verification, the way back, and bad files."""
+import json
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from safetensors.torch import save_file
+
+import retarget
+from harness import Case, build_pair, flatten_outputs, import_source, make_inputs, run_flax, run_torch, ZOO
+from retarget.cli import main
+from retarget.weights.checkpoint import open_checkpoint
+from retarget.weights.convert import abstract_model, convert_weights, load_converted
+from retarget.weights.safetensors_io import CheckpointError
+
+CASE = Case("resnet.py", "resnet_tiny", {}, [((2, 3, 32, 32), "float")])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ck")
+    pair = build_pair(CASE)
+    (tmp / "model_flax.py").write_text(pair.conversion.code)
+    module = import_source(pair.conversion.code, "ck_resnet_flax")
+    return pair, module, tmp
+
+
+def _factory(module):
+    return lambda: module.resnet_tiny(rngs=nnx.Rngs(0))
+
+
+def _assert_outputs_match(pair, model):
+    pair.torch_model.eval()
+    model.eval()
+    inputs = make_inputs(CASE)
+    with torch.no_grad():
+        expected = flatten_outputs(run_torch(pair.torch_model, inputs))[0]
+    np.testing.assert_allclose(flatten_outputs(run_flax(model, inputs))[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["plain", "nested", "ddp", "compiled", "safetensors", "sharded", "npz"])
+def test_every_input_format_converts_exactly(setup, layout):
+    pair, module, tmp = setup
+    sd = pair.torch_model.state_dict()
+    path = tmp / f"in_{layout}"
+    if layout == "plain":
+        path = path.with_suffix(".pt"); torch.save(sd, path)
+    elif layout == "nested":
+        path = path.with_suffix(".pth"); torch.save({"epoch": 3, "model": sd, "optimizer": {"lr": 0.1}}, path)
+    elif layout in ("ddp", "compiled"):
+        prefix = "module." if layout == "ddp" else "_orig_mod."
+        path = path.with_suffix(".bin"); torch.save({prefix + k: v for k, v in sd.items()}, path)
+    elif layout == "safetensors":
+        path = path.with_suffix(".safetensors"); save_file(dict(sd), path)
+    elif layout == "sharded":
+        keys = sorted(sd)
+        shards = {"a.safetensors": keys[: len(keys) // 2], "b.safetensors": keys[len(keys) // 2:]}
+        for name, part in shards.items():
+            save_file({k: sd[k] for k in part}, tmp / name)
+        path = tmp / "model.safetensors.index.json"
+        path.write_text(json.dumps({"weight_map": {k: n for n, part in shards.items() for k in part}}))
+    else:
+        path = path.with_suffix(".npz"); np.savez(path, **{k: v.numpy() for k, v in sd.items()})
+    out = tmp / f"out_{layout}.safetensors"
+    report = convert_weights(open_checkpoint(path), abstract_model(_factory(module)), out, verify=True)
+    assert report.verified and report.tensors == len(sd)
+    _assert_outputs_match(pair, load_converted(out, _factory(module)()))
+
+
+def test_bf16_stays_bf16_and_round_trip_is_bit_exact(setup):
+    pair, module, tmp = setup
+    sd = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in pair.torch_model.state_dict().items()}
+    torch.save(sd, tmp / "bf16.pt")
+    flax_file, back = tmp / "bf16.safetensors", tmp / "bf16_back.safetensors"
+    assert main(["weights", str(tmp / "bf16.pt"), "-o", str(flax_file), "--model",
+                 f"{tmp / 'model_flax.py'}:resnet_tiny", "--verify", "-q"]) == 0
+    source = open_checkpoint(flax_file)
+    assert {str(dtype) for dtype, _ in source.infos.values()} == {"bfloat16", "int64"}
+    assert main(["weights", str(flax_file), "-o", str(back), "--model", f"{tmp / 'model_flax.py'}:resnet_tiny",
+                 "--to", "torch", "-q"]) == 0
+    from safetensors.torch import load_file
+    restored = load_file(back)
+    assert set(restored) == set(sd)
+    for key, tensor in sd.items():
+        assert restored[key].dtype == tensor.dtype and torch.equal(restored[key], tensor), key
+
+
+def test_npz_output_and_tied_weights(tmp_path):
+    pair = build_pair(Case("gpt.py", "gpt_tiny", {}, [((2, 8), "int:50")]))
+    module = import_source(pair.conversion.code, "ck_gpt_flax")
+    torch.save(pair.torch_model.state_dict(), tmp_path / "gpt.pt")
+    out = tmp_path / "gpt.npz"
+    factory = lambda: module.gpt_tiny(rngs=nnx.Rngs(0))  # noqa: E731
+    report = convert_weights(open_checkpoint(tmp_path / "gpt.pt"), abstract_model(factory), out, fmt="npz",
+                             verify=True)
+    assert report.tensors == len(pair.torch_model.state_dict()) - 1  # the tied lm_head weight is stored once
+    model = load_converted(out, factory())
+    model.eval()
+    pair.torch_model.eval()
+    x = make_inputs(Case("gpt.py", "gpt_tiny", {}, [((2, 8), "int:50")]))
+    with torch.no_grad():
+        expected = flatten_outputs(run_torch(pair.torch_model, x))[0]
+    np.testing.assert_allclose(flatten_outputs(run_flax(model, x))[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps({"weight": Payload()}, protocol=2))
+        archive.writestr("evil/byteorder", "little")
+    with pytest.raises(CheckpointError, match="refusing to load global"):
+        open_checkpoint(path)
+    assert not marker.exists()
+    assert main(["weights", str(path), "-o", str(tmp_path / "out.safetensors"), "--model", "x.py:M", "-q"]) == 2
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def _safetensors_bytes(header: dict, data: bytes, length: int | None = None) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded) if length is None else length) + encoded + data
+
+
+GOOD = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x01\x02", "no header length"),
+    (_safetensors_bytes(GOOD, b"\x00" * 8, length=200 * 1024 * 1024), "larger than"),
+    (_safetensors_bytes(GOOD, b"\x00" * 8, length=4000), "header runs past"),
+    (struct.pack("<Q", 5) + b"{oops", "bad header"),
+    (_safetensors_bytes(GOOD, b"\x00" * 4), "truncated"),
+    (_safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\x00" * 12), "overlaps"),
+    (_safetensors_bytes({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\x00" * 8), "do not hold"),
+    (_safetensors_bytes({"w": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, b"\x00" * 8), "bad header entry"),
+])
+def test_corrupt_safetensors_exit_2_and_write_nothing(setup, tmp_path, content, message):
+    _, _, tmp = setup
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        open_checkpoint(path)
+    out = tmp_path / "out.safetensors"
+    assert main(["weights", str(path), "-o", str(out), "--model", f"{tmp / 'model_flax.py'}:resnet_tiny", "-q"]) == 2
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_truncated_torch_file_exit_2(setup, tmp_path):
+    pair, _, tmp = setup
+    torch.save(pair.torch_model.state_dict(), tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.safetensors"
+    assert main(["weights", str(tmp_path / "cut.pt"), "-o", str(out), "--model",
+                 f"{tmp / 'model_flax.py'}:resnet_tiny", "-q"]) == 2
+    assert not out.exists()
+
+
+def test_unknown_and_mismatched_keys_exit_2_with_nothing_written(setup, tmp_path):
+    pair, _, tmp = setup
+    sd = dict(pair.torch_model.state_dict())
+    sd["extra.weight"] = torch.zeros(3)
+    sd["fc.weight"] = torch.zeros(7, 7)
+    torch.save(sd, tmp_path / "bad.pt")
+    out = tmp_path / "out.safetensors"
+    assert main(["weights", str(tmp_path / "bad.pt"), "-o", str(out), "--model",
+                 f"{tmp / 'model_flax.py'}:resnet_tiny", "-q"]) == 2
+    assert not out.exists()
+    with pytest.raises(retarget.WeightsError) as info:
+        convert_weights(open_checkpoint(tmp_path / "bad.pt"), abstract_model(
+            lambda: import_source((tmp / "model_flax.py").read_text(), "ck_again").resnet_tiny(rngs=nnx.Rngs(0))),
+            out)
+    assert info.value.unexpected == ["extra.weight"] and info.value.mismatched[0].startswith("fc.weight (7, 7)")
+
+
+def test_ambiguous_nested_checkpoint_asks_for_select(setup, tmp_path):
+    pair, _, _ = setup
+    sd = pair.torch_model.state_dict()
+    torch.save({"model": sd, "state_dict": sd}, tmp_path / "two.pt")
+    torch.save({"teacher": sd, "student": sd}, tmp_path / "unnamed.pt")
+    for name in ("two.pt", "unnamed.pt"):
+        with pytest.raises(CheckpointError, match="--select"):
+            open_checkpoint(tmp_path / name)
+    assert len(open_checkpoint(tmp_path / "unnamed.pt", select="teacher").keys()) == len(sd)
+    with pytest.raises(CheckpointError, match="no entry 'pupil'"):
+        open_checkpoint(tmp_path / "unnamed.pt", select="pupil")
