@@ -32,12 +32,15 @@ class TensorSource:
     reader: Callable[[str], np.ndarray]
     closers: list[Callable[[], None]] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # normalised name -> name in the file
+    buffered: bool = False  # reader accepts a reusable buffer
 
     def keys(self) -> list[str]:
         return list(self.infos)
 
-    def read(self, key: str) -> np.ndarray:
-        return self.reader(self.renamed.get(key, key))
+    def read(self, key: str, buffer: np.ndarray | None = None) -> np.ndarray:
+        """One tensor. Readers that can fill `buffer` (safetensors) do, so streaming reuses memory."""
+        name = self.renamed.get(key, key)
+        return self.reader(name, buffer) if self.buffered else self.reader(name)
 
     def close(self) -> None:
         for close in self.closers:
@@ -46,7 +49,7 @@ class TensorSource:
 
 def _safetensors(path: Path) -> TensorSource:
     reader = SafetensorsReader(path)
-    return TensorSource({k: reader.info(k) for k in reader.keys()}, reader.read, [reader.close])
+    return TensorSource({k: reader.info(k) for k in reader.keys()}, reader.read, [reader.close], buffered=True)
 
 
 def _sharded(index: Path) -> TensorSource:
@@ -60,7 +63,8 @@ def _sharded(index: Path) -> TensorSource:
         if key not in readers[shard].entries:
             raise CheckpointError(f"{index}: {key!r} is mapped to {shard}, which does not contain it")
         infos[key] = readers[shard].info(key)
-    return TensorSource(infos, lambda key: readers[weight_map[key]].read(key), [r.close for r in readers.values()])
+    return TensorSource(infos, lambda key, buffer=None: readers[weight_map[key]].read(key, buffer),
+                        [r.close for r in readers.values()], buffered=True)
 
 
 def _select(tree, select: str | None, path: Path):
@@ -116,7 +120,7 @@ def _normalise(source: TensorSource, strip_prefix: str | None, add_prefix: str |
     if add_prefix:
         names = {add_prefix + n: original for n, original in names.items()}
     infos = {n: source.infos[original] for n, original in names.items()}
-    return TensorSource(infos, source.reader, source.closers, names)
+    return TensorSource(infos, source.reader, source.closers, names, source.buffered)
 
 
 def open_checkpoint(path: str | Path, *, select: str | None = None, strip_prefix: str | None = None,

@@ -93,20 +93,35 @@ def _writer(fmt: str, handle, layout):
     return _NpzWriter(handle)
 
 
+def _buffers(source: TensorSource, entries: list[Entry]) -> tuple[np.ndarray, np.ndarray]:
+    """Two reusable byte buffers: one for reading (largest tensor), one for transposing (largest
+    transposed tensor). Reusing them spares a page-faulting allocation per tensor."""
+    def size(e: Entry) -> int:
+        dtype, shape = source.infos[e.source]
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    read = max((size(e) for e in entries), default=0)
+    work = max((size(e) for e in entries if e.transform.name != "identity"), default=0)
+    return np.empty(read if source.buffered else 0, np.uint8), np.empty(work, np.uint8)
+
+
 def _stream(source: TensorSource, entries: list[Entry], writer, progress) -> int:
-    written, digests = 0, {}
-    targets = {id(e.variable): e for e in _unique_targets(entries)}
-    for e in sorted(entries, key=lambda e: targets[id(e.variable)] is not e):  # first-owners first
-        value = e.transform.apply(source.read(e.source))
-        digest = hashlib.sha256(value.tobytes()).digest()
-        if targets[id(e.variable)] is e:
-            writer.write(e.target, value)
-            digests[id(e.variable)] = digest
-            written += value.nbytes
-            if progress:
-                progress(written)
-        elif digests[id(e.variable)] != digest:
-            raise WeightsError(conflicting=[e.source])
+    """Read, transform and write one tensor at a time; tied weights are written once and must agree."""
+    written = 0
+    read_buffer, work_buffer = _buffers(source, entries)
+    for group in _groups(entries).values():
+        first = group[0]
+        value = first.transform.apply(source.read(first.source, read_buffer), work_buffer)
+        writer.write(first.target, value)
+        written += value.nbytes
+        if len(group) > 1:  # hash only what must be compared
+            digest = hashlib.sha256(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))).digest()
+            for other in group[1:]:
+                again = np.ascontiguousarray(other.transform.apply(source.read(other.source)))
+                if hashlib.sha256(memoryview(again.reshape(-1).view(np.uint8))).digest() != digest:
+                    raise WeightsError(conflicting=[other.source])
+        del value
+        if progress:
+            progress(written)
     return written
 
 
@@ -118,7 +133,7 @@ def convert_weights(source: TensorSource, model: nnx.Module, output: Path, *, fm
     entries, unmapped = plan(model)
     check_fit(entries, {k: shape for k, (_, shape) in source.infos.items()}, unmapped)
     layout = [(e.target, source.infos[e.source][0], e.transform.target_shape(source.infos[e.source][1]))
-              for e in _unique_targets(entries)]
+              for e in (group[0] for group in _groups(entries).values())]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)

@@ -41,7 +41,7 @@ class SafetensorsReader:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file: BinaryIO = self.path.open("rb")
+        self._file: BinaryIO = self.path.open("rb", buffering=0)  # large reads go straight to the kernel
         self.entries, self.metadata, self._data_start = self._read_header()
 
     def _read_header(self):
@@ -93,13 +93,17 @@ class SafetensorsReader:
         dtype, shape, _, _ = self.entries[key]
         return dtype, shape
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, buffer: np.ndarray | None = None) -> np.ndarray:
+        """The tensor's data; read into `buffer` (uint8, reused across calls) when one is given."""
         dtype, shape, begin, end = self.entries[key]
+        if buffer is not None and buffer.nbytes >= end - begin:
+            out = buffer[:end - begin].view(dtype).reshape(shape)
+        else:
+            out = np.empty(shape, dtype=dtype)
         self._file.seek(self._data_start + begin)
-        data = self._file.read(end - begin)
-        if len(data) != end - begin:
+        if self._file.readinto(memoryview(out.reshape(-1).view(np.uint8))) != end - begin:
             raise _fail(self.path, f"truncated while reading {key!r}")
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+        return out
 
     def close(self) -> None:
         self._file.close()
@@ -132,7 +136,10 @@ class SafetensorsWriter:
         expected = self._expected[self._next]
         if (name, array.dtype, array.shape) != expected:
             raise ValueError(f"expected {expected}, got {(name, array.dtype, array.shape)}")
-        self._handle.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        data = np.ascontiguousarray(array)
+        if data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        self._handle.write(memoryview(data.reshape(-1).view(np.uint8)))  # no intermediate bytes copy
         self._next += 1
 
     def finish(self) -> None:
