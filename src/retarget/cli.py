@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from . import TARGETS, convert
+from .atomic import atomic_output
 from .diagnostics import ConversionError, Diagnostic
 
 EXIT_CLEAN, EXIT_ESCAPES, EXIT_BAD_INPUT = 0, 1, 2
@@ -103,15 +104,8 @@ def _convert_tree(root: Path, target: str, quiet: bool) -> tuple[list[Converted]
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory, then rename: no half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "w") as (handle, _):
+        handle.write(text)
 
 
 def _write_tree(results: list[Converted], others: list[Path], root: Path, out: Path) -> None:

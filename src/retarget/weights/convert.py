@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Callable
 import numpy as np
 from flax import nnx
 
+from ..atomic import atomic_output
 from .checkpoint import TensorSource, open_checkpoint
 from .port import Entry, WeightsError, check_fit, plan
 from .safetensors_io import CheckpointError, SafetensorsWriter
@@ -134,23 +134,16 @@ def convert_weights(source: TensorSource, model: nnx.Module, output: Path, *, fm
     check_fit(entries, {k: shape for k, (_, shape) in source.infos.items()}, unmapped)
     layout = [(e.target, source.infos[e.source][0], e.transform.target_shape(source.infos[e.source][1]))
               for e in (group[0] for group in _groups(entries).values())]
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     start = time.perf_counter()
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer = _writer(fmt, handle, layout)
-            nbytes = _stream(source, entries, writer, progress)
-            writer.finish()
-        report = Report(len(layout), nbytes, time.perf_counter() - start, output)
+    with atomic_output(Path(output)) as (handle, tmp):
+        writer = _writer(fmt, handle, layout)
+        nbytes = _stream(source, entries, writer, progress)
+        writer.finish()
+        handle.flush()
+        report = Report(len(layout), nbytes, time.perf_counter() - start, Path(output))
         if verify:
-            verify_output(source, entries, Path(tmp), fmt)
+            verify_output(source, entries, tmp, fmt)
             report.verified = True
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return report
 
 
@@ -212,22 +205,15 @@ def export_torch(source: TensorSource, model: nnx.Module, output: Path, *, verif
     if missing:
         raise WeightsError(missing=missing)
     layout = [(e.source, *_torch_side(e, source.infos[owner[id(e.variable)]])) for e in entries]
-    output = Path(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     start, nbytes = time.perf_counter(), 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer = SafetensorsWriter(handle, layout, {"format": "pt", "producer": "retarget"})
-            for e in entries:
-                value = e.transform.invert(np.asarray(source.read(owner[id(e.variable)])))
-                writer.write(e.source, value)
-                nbytes += value.nbytes
-            writer.finish()
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Report(len(layout), nbytes, time.perf_counter() - start, output, verify)
+    with atomic_output(Path(output)) as (handle, _):
+        writer = SafetensorsWriter(handle, layout, {"format": "pt", "producer": "retarget"})
+        for e in entries:
+            value = e.transform.invert(np.asarray(source.read(owner[id(e.variable)])))
+            writer.write(e.source, value)
+            nbytes += value.nbytes
+        writer.finish()
+    return Report(len(layout), nbytes, time.perf_counter() - start, Path(output), verify)
 
 
 def _torch_side(entry: Entry, info: tuple[np.dtype, tuple[int, ...]]) -> tuple[np.dtype, tuple[int, ...]]:
