@@ -196,3 +196,55 @@ def test_ambiguous_nested_checkpoint_asks_for_select(setup, tmp_path):
     assert len(open_checkpoint(tmp_path / "unnamed.pt", select="teacher").keys()) == len(sd)
     with pytest.raises(CheckpointError, match="no entry 'pupil'"):
         open_checkpoint(tmp_path / "unnamed.pt", select="pupil")
+
+
+RENAMES = [("transformer.h.", "blocks."), ("ln_1", "norm_a"), ("ln_2", "norm_b"), ("attn.c_attn", "attention.qkv"),
+           ("attn.c_proj", "attention.out"), ("attn.bias", "attention.causal_mask"), ("mlp.c_fc", "ffn.up"),
+           ("mlp.c_proj", "ffn.down"), ("transformer.wte", "tok_emb"), ("transformer.wpe", "pos_emb"),
+           ("transformer.ln_f", "final_norm"), ("lm_head", "head")]
+MATCH = {"tok_emb.weight": "wte.embedding", "pos_emb.weight": "wpe.embedding", "head.weight": "lm_head.embed.embedding",
+         "attention.causal_mask": ".attn.bias", "final_norm.weight": "ln_f.weight", "final_norm.bias": "ln_f.bias"}
+for ours, theirs in [("norm_a", "ln_1"), ("norm_b", "ln_2")]:
+    MATCH.update({f"{ours}.weight": f"{theirs}.weight", f"{ours}.bias": f"{theirs}.bias"})
+for ours, theirs in [("attention.qkv", "attn.c_attn"), ("attention.out", "attn.c_proj"), ("ffn.up", "mlp.c_fc"),
+                     ("ffn.down", "mlp.c_proj")]:
+    MATCH.update({f"{ours}.weight": f"{theirs}.kernel", f"{ours}.bias": f"{theirs}.bias"})
+
+
+def test_match_dict_maps_foreign_names_with_indices_in_order(tmp_path):
+    gpt = Case("gpt.py", "gpt_tiny", {}, [((2, 8), "int:50")])
+    pair = build_pair(gpt)
+    (tmp_path / "gpt_flax.py").write_text(pair.conversion.code)
+    foreign = {}
+    for key, value in pair.torch_model.state_dict().items():
+        for old, new in RENAMES:
+            key = key.replace(old, new)
+        foreign[key] = value
+    torch.save(foreign, tmp_path / "foreign.pt")
+    (tmp_path / "match.json").write_text(json.dumps(MATCH))
+    out = tmp_path / "out.safetensors"
+    assert main(["weights", str(tmp_path / "foreign.pt"), "-o", str(out), "--model",
+                 f"{tmp_path / 'gpt_flax.py'}:gpt_tiny", "--match-dict", str(tmp_path / "match.json"),
+                 "--verify", "-q"]) == 0
+    module = import_source(pair.conversion.code, "ck_gpt_match")
+    model = load_converted(out, module.gpt_tiny(rngs=nnx.Rngs(0)))
+    model.eval()
+    pair.torch_model.eval()
+    x = make_inputs(gpt)
+    with torch.no_grad():
+        expected = flatten_outputs(run_torch(pair.torch_model, x))[0]
+    np.testing.assert_allclose(flatten_outputs(run_flax(model, x))[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_match_dict_reports_ambiguous_and_unmatched_keys(setup):
+    from retarget.weights.matching import match_keys
+    from retarget.weights.port import plan
+    _, module, _ = setup
+    entries = plan(abstract_model(_factory(module)))[0]
+    with pytest.raises(CheckpointError) as info:
+        match_keys(["fc.weight", "fc.bias", "mystery.weight", "layer1.0.conv1.weight"],
+                   entries, {"fc.": "fc.", "conv1": "conv1.kernel", "layer1.0.conv1": "conv1.kernel"})
+    message = str(info.value)
+    assert "mystery.weight: no match-dict entry" in message
+    assert "layer1.0.conv1.weight: ambiguous, matched by ['conv1', 'layer1.0.conv1']" not in message  # longest wins
+    assert "fc.weight: 2 model variable(s) contain 'fc.'" in message

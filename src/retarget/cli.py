@@ -67,6 +67,7 @@ def _weights_parser(sub) -> None:
     weights.add_argument("--select", help="entry of a nested checkpoint holding the state dict (dotted)")
     weights.add_argument("--strip-prefix", help="remove this prefix from every key")
     weights.add_argument("--add-prefix", help="add this prefix to every key")
+    weights.add_argument("--match-dict", help="JSON file: checkpoint-key substrings -> model-path substrings")
     weights.add_argument("--verify", action="store_true", help="re-read the output and compare with the source")
     weights.add_argument("-q", "--quiet", action="store_true")
 
@@ -187,6 +188,17 @@ def _progress(quiet: bool, total: int):
     return report
 
 
+def _apply_match_dict(source, model, path: Path):
+    from .weights.checkpoint import renamed
+    from .weights.matching import match_keys
+    from .weights.port import plan
+    try:
+        match_dict = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--match-dict {path}: {exc}") from None
+    return renamed(source, match_keys(source.keys(), plan(model)[0], match_dict))
+
+
 def _run_weights(args: argparse.Namespace) -> int:
     from flax import nnx
 
@@ -203,6 +215,8 @@ def _run_weights(args: argparse.Namespace) -> int:
         raise UsageError(f"building {args.model} with --args {args.args} failed: {type(exc).__name__}: {exc}") from None
     source = open_checkpoint(args.source, select=args.select, strip_prefix=args.strip_prefix,
                              add_prefix=args.add_prefix)
+    if args.match_dict:
+        source = _apply_match_dict(source, model, Path(args.match_dict))
     try:
         if args.to == "torch":
             report = export_torch(source, model, Path(args.output))

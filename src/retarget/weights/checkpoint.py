@@ -142,3 +142,10 @@ def open_checkpoint(path: str | Path, *, select: str | None = None, strip_prefix
         raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, "
                               ".safetensors.index.json, .pt/.pth/.bin/.ckpt or .npz)")
     return _normalise(source, strip_prefix, add_prefix)
+
+
+def renamed(source: TensorSource, mapping: dict[str, str]) -> TensorSource:
+    """The same tensors under new names (`mapping`: current name -> new name)."""
+    infos = {mapping.get(k, k): info for k, info in source.infos.items()}
+    names = {mapping.get(k, k): source.renamed.get(k, k) for k in source.infos}
+    return TensorSource(infos, source.reader, source.closers, names, source.buffered)
