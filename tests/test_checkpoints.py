@@ -248,3 +248,25 @@ def test_match_dict_reports_ambiguous_and_unmatched_keys(setup):
     assert "mystery.weight: no match-dict entry" in message
     assert "layer1.0.conv1.weight: ambiguous, matched by ['conv1', 'layer1.0.conv1']" not in message  # longest wins
     assert "fc.weight: 2 model variable(s) contain 'fc.'" in message
+
+
+def test_sharded_output_with_index_and_dtype_cast_on_request(setup, tmp_path):
+    pair, module, tmp = setup
+    torch.save(pair.torch_model.state_dict(), tmp_path / "rn.pt")
+    out = tmp_path / "model.safetensors"
+    assert main(["weights", str(tmp_path / "rn.pt"), "-o", str(out), "--model", f"{tmp / 'model_flax.py'}:resnet_tiny",
+                 "--max-shard-size", "0.00002", "--dtype", "bfloat16", "--verify", "-q"]) == 0
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 2 and all((tmp_path / s).exists() for s in shards) and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staged leftovers
+    source = open_checkpoint(tmp_path / "model.safetensors.index.json")
+    dtypes = {str(source.infos[k][0]) for k in source.keys()}
+    assert dtypes == {"bfloat16", "int64"}  # floats cast on request, counters untouched
+    model = load_converted(tmp_path / "model.safetensors.index.json", _factory(module)())
+    pair.torch_model.eval()
+    model.eval()
+    inputs = make_inputs(CASE)
+    with torch.no_grad():
+        expected = flatten_outputs(run_torch(pair.torch_model, inputs))[0]
+    np.testing.assert_allclose(flatten_outputs(run_flax(model, inputs))[0], expected, rtol=0.1, atol=0.1)

@@ -67,6 +67,10 @@ def _weights_parser(sub) -> None:
     weights.add_argument("--select", help="entry of a nested checkpoint holding the state dict (dotted)")
     weights.add_argument("--strip-prefix", help="remove this prefix from every key")
     weights.add_argument("--add-prefix", help="add this prefix to every key")
+    weights.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                         help="cast floating tensors (default: keep each tensor's dtype)")
+    weights.add_argument("--max-shard-size", type=float, default=5.0,
+                         help="GB per safetensors shard; larger outputs get shards plus an index (default: 5)")
     weights.add_argument("--match-dict", help="JSON file: checkpoint-key substrings -> model-path substrings")
     weights.add_argument("--verify", action="store_true", help="re-read the output and compare with the source")
     weights.add_argument("-q", "--quiet", action="store_true")
@@ -223,7 +227,8 @@ def _run_weights(args: argparse.Namespace) -> int:
         else:
             total = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in source.infos.values())
             report = convert_weights(source, model, Path(args.output), fmt=args.format, verify=args.verify,
-                                     progress=_progress(args.quiet, total))
+                                     progress=_progress(args.quiet, total), cast=args.dtype,
+                                     max_shard_bytes=int(args.max_shard_size * 1e9))
     finally:
         source.close()
     if not args.quiet:

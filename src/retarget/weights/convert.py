@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 from flax import nnx
 
 from ..atomic import atomic_output
 from .checkpoint import TensorSource, open_checkpoint
 from .port import Entry, WeightsError, check_fit, plan
-from .safetensors_io import CheckpointError, SafetensorsWriter
+from .safetensors_io import CheckpointError, SafetensorsReader, SafetensorsWriter, shard_layout
 
 FORMATS = ("safetensors", "npz")
 
@@ -104,13 +106,14 @@ def _buffers(source: TensorSource, entries: list[Entry]) -> tuple[np.ndarray, np
     return np.empty(read if source.buffered else 0, np.uint8), np.empty(work, np.uint8)
 
 
-def _stream(source: TensorSource, entries: list[Entry], writer, progress) -> int:
+def _stream(source: TensorSource, entries: list[Entry], writer, progress, cast: np.dtype | None = None) -> int:
     """Read, transform and write one tensor at a time; tied weights are written once and must agree."""
     written = 0
     read_buffer, work_buffer = _buffers(source, entries)
     for group in _groups(entries).values():
         first = group[0]
         value = first.transform.apply(source.read(first.source, read_buffer), work_buffer)
+        value = value.astype(_cast(value.dtype, cast), copy=False)
         writer.write(first.target, value)
         written += value.nbytes
         if len(group) > 1:  # hash only what must be compared
@@ -125,46 +128,144 @@ def _stream(source: TensorSource, entries: list[Entry], writer, progress) -> int
     return written
 
 
+FLOATING = {np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)}
+
+
+def _cast(dtype: np.dtype, cast: np.dtype | None) -> np.dtype:
+    """Floating tensors take the requested dtype; integers and bools never change."""
+    return np.dtype(cast) if cast is not None and np.dtype(dtype) in FLOATING else np.dtype(dtype)
+
+
+class _ShardedWriter:
+    """safetensors shards `<stem>-0000K-of-0000N.safetensors` plus `<stem>.safetensors.index.json`,
+    all staged as temporary files and renamed into place together by `commit`."""
+
+    def __init__(self, output: Path, shards: list[list]):
+        self.output, self.shards, self._index, self._writer = output, shards, 0, None
+        stem = output.name[: -len(".safetensors")] if output.name.endswith(".safetensors") else output.name
+        self.names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        self.index_path = output.with_name(f"{stem}.safetensors.index.json")
+        self._staged: list[tuple[Path, Path]] = []
+        self._handle = None
+
+    def _open_next(self) -> None:
+        if self._handle:
+            self._handle.close()
+        final = self.output.parent / self.names[self._index]
+        tmp = final.with_name(f".{final.name}.tmp")
+        self._staged.append((tmp, final))
+        self._handle = tmp.open("wb")
+        self._writer = SafetensorsWriter(self._handle, self.shards[self._index], {"format": "flax-nnx"})
+        self._remaining = len(self.shards[self._index])
+        self._index += 1
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        if self._writer is None or self._remaining == 0:
+            self._open_next()
+        self._writer.write(name, array)
+        self._remaining -= 1
+
+    def finish(self) -> None:
+        self._handle.close()
+        weight_map = {name: self.names[i] for i, shard in enumerate(self.shards) for name, _, _ in shard}
+        tmp = self.index_path.with_name(f".{self.index_path.name}.tmp")
+        tmp.write_text(json.dumps({"metadata": {"total_size": sum(
+            int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for sh in self.shards for _, d, s in sh)},
+            "weight_map": weight_map}, indent=1))
+        self._staged.append((tmp, self.index_path))
+
+    def staged_shards(self) -> list[tuple[Path, Path]]:
+        return [(tmp, final) for tmp, final in self._staged if final != self.index_path]
+
+    def commit(self) -> None:
+        for tmp, final in self._staged:
+            os.replace(tmp, final)
+
+    def abort(self) -> None:
+        if self._handle:
+            self._handle.close()
+        for tmp, _ in self._staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _sharded(source, entries, layout, output: Path, max_bytes: int, progress, verify: bool, cast) -> Report:
+    writer = _ShardedWriter(output, shard_layout(layout, max_bytes))
+    start = time.perf_counter()
+    try:
+        nbytes = _stream(source, entries, writer, progress, cast)
+        writer.finish()
+        report = Report(len(layout), nbytes, time.perf_counter() - start, writer.index_path)
+        if verify:
+            readers = {final.name: SafetensorsReader(tmp) for tmp, final in writer.staged_shards()}
+            shard_of = {name: writer.names[i] for i, shard in enumerate(writer.shards) for name, _, _ in shard}
+            try:
+                verify_output(source, entries, lambda key: readers[shard_of[key]].read(key), cast)
+            finally:
+                for reader in readers.values():
+                    reader.close()
+            report.verified = True
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return report
+
+
 def convert_weights(source: TensorSource, model: nnx.Module, output: Path, *, fmt: str = "safetensors",
-                    verify: bool = False, progress: Callable[[int], None] | None = None) -> Report:
-    """Write `source` in `model`'s layout to `output` (atomically); optionally re-read and check it."""
+                    verify: bool = False, progress: Callable[[int], None] | None = None,
+                    cast: str | None = None, max_shard_bytes: int | None = None) -> Report:
+    """Write `source` in `model`'s layout to `output` (atomically); optionally re-read and check it.
+
+    `cast` ("float32", "bfloat16", "float16") converts floating tensors on request only; a
+    safetensors output larger than `max_shard_bytes` is written as shards plus an index."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}")
+    cast_dtype = np.dtype(ml_dtypes.bfloat16 if cast == "bfloat16" else cast) if cast else None
     entries, unmapped = plan(model)
     check_fit(entries, {k: shape for k, (_, shape) in source.infos.items()}, unmapped)
-    layout = [(e.target, source.infos[e.source][0], e.transform.target_shape(source.infos[e.source][1]))
+    layout = [(e.target, _cast(source.infos[e.source][0], cast_dtype),
+               e.transform.target_shape(source.infos[e.source][1]))
               for e in (group[0] for group in _groups(entries).values())]
+    total = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for _, d, s in layout)
+    if fmt == "safetensors" and max_shard_bytes and total > max_shard_bytes:
+        return _sharded(source, entries, layout, Path(output), max_shard_bytes, progress, verify, cast_dtype)
     start = time.perf_counter()
     with atomic_output(Path(output)) as (handle, tmp):
         writer = _writer(fmt, handle, layout)
-        nbytes = _stream(source, entries, writer, progress)
+        nbytes = _stream(source, entries, writer, progress, cast_dtype)
         writer.finish()
         handle.flush()
         report = Report(len(layout), nbytes, time.perf_counter() - start, Path(output))
         if verify:
-            verify_output(source, entries, tmp, fmt)
+            read, close = _file_reader(tmp, fmt)
+            try:
+                verify_output(source, entries, read, cast_dtype)
+            finally:
+                close()
             report.verified = True
     return report
 
 
-def verify_output(source: TensorSource, entries: list[Entry], path: Path, fmt: str) -> None:
-    """Re-read every written tensor, undo its transform, and compare bytes with the source."""
-    suffix = ".safetensors" if fmt == "safetensors" else ".npz"
-    link = path.with_name(path.name + suffix)
-    os.link(path, link)
-    try:
-        written = open_checkpoint(link)
-        owner = {id(e.variable): e.target for e in _unique_targets(entries)}
-        try:
-            for e in entries:
-                back = e.transform.invert(np.asarray(written.read(owner[id(e.variable)])))
-                original = source.read(e.source)
-                if back.dtype != original.dtype or back.shape != original.shape or back.tobytes() != original.tobytes():
-                    raise CheckpointError(f"verification failed: {e.target} does not reproduce {e.source}")
-        finally:
-            written.close()
-    finally:
-        link.unlink()
+def verify_output(source: TensorSource, entries: list[Entry], read_written: Callable[[str], np.ndarray],
+                  cast: np.dtype | None = None) -> None:
+    """Re-read every written tensor, undo its transform, and compare bytes with the source
+    (cast the same way when a dtype cast was requested)."""
+    owner = {id(e.variable): e.target for e in _unique_targets(entries)}
+    for e in entries:
+        back = e.transform.invert(np.asarray(read_written(owner[id(e.variable)])))
+        original = source.read(e.source)
+        original = original.astype(_cast(original.dtype, cast), copy=False)
+        if back.dtype != original.dtype or back.shape != original.shape or back.tobytes() != original.tobytes():
+            raise CheckpointError(f"verification failed: {owner[id(e.variable)]} does not reproduce {e.source}")
+
+
+def _file_reader(path: Path, fmt: str) -> tuple[Callable[[str], np.ndarray], Callable[[], None]]:
+    """A key -> array reader over a just-written (still temporary) file, and its close."""
+    if fmt == "safetensors":
+        reader = SafetensorsReader(path)
+        return reader.read, reader.close
+    archive = np.load(path, allow_pickle=False)
+    return (lambda key: archive[key]), archive.close
 
 
 def _groups(entries: list[Entry]) -> dict[int, list[Entry]]:

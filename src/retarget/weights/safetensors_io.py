@@ -145,3 +145,16 @@ class SafetensorsWriter:
     def finish(self) -> None:
         if self._next != len(self._expected):
             raise ValueError(f"{len(self._expected) - self._next} tensor(s) declared but not written")
+
+
+def shard_layout(layout: list[tuple[str, np.dtype, tuple[int, ...]]], max_bytes: int) -> list[list]:
+    """Split a layout into consecutive shards of at most `max_bytes` (a larger tensor gets its own)."""
+    shards, current, size = [], [], 0
+    for item in layout:
+        nbytes = int(np.prod(item[2], dtype=np.int64)) * np.dtype(item[1]).itemsize
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += nbytes
+    return shards + ([current] if current else [])
