@@ -270,3 +270,20 @@ def test_sharded_output_with_index_and_dtype_cast_on_request(setup, tmp_path):
     with torch.no_grad():
         expected = flatten_outputs(run_torch(pair.torch_model, inputs))[0]
     np.testing.assert_allclose(flatten_outputs(run_flax(model, inputs))[0], expected, rtol=0.1, atol=0.1)
+
+
+def test_orbax_output_restores_with_orbax_and_goes_back_to_torch(setup, tmp_path):
+    import orbax.checkpoint as ocp
+    pair, module, tmp = setup
+    torch.save(pair.torch_model.state_dict(), tmp_path / "rn.pt")
+    model_spec = f"{tmp / 'model_flax.py'}:resnet_tiny"
+    assert main(["weights", str(tmp_path / "rn.pt"), "-o", str(tmp_path / "ckpt"), "--model", model_spec,
+                 "--format", "orbax", "-q"]) == 0
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(_factory(module)))
+    restored = ocp.StandardCheckpointer().restore((tmp_path / "ckpt").absolute(), abstract_state)
+    _assert_outputs_match(pair, nnx.merge(graphdef, restored))
+    assert main(["weights", str(tmp_path / "ckpt"), "-o", str(tmp_path / "back.safetensors"), "--model", model_spec,
+                 "--to", "torch", "-q"]) == 0
+    from safetensors.torch import load_file
+    back, original = load_file(tmp_path / "back.safetensors"), pair.torch_model.state_dict()
+    assert set(back) == set(original) and all(torch.equal(back[k], original[k]) for k in original)

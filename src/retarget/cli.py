@@ -63,7 +63,8 @@ def _weights_parser(sub) -> None:
     weights.add_argument("--args", default="{}", help="constructor keyword arguments as JSON (default: {})")
     weights.add_argument("--to", default="flax", choices=("flax", "torch"),
                          help="flax: torch checkpoint -> Flax layout; torch: the reverse")
-    weights.add_argument("--format", default="safetensors", choices=("safetensors", "npz"))
+    weights.add_argument("--format", default="safetensors", choices=("safetensors", "npz", "orbax"),
+                         help="output format for --to flax (orbax: a directory, built in memory)")
     weights.add_argument("--select", help="entry of a nested checkpoint holding the state dict (dotted)")
     weights.add_argument("--strip-prefix", help="remove this prefix from every key")
     weights.add_argument("--add-prefix", help="add this prefix to every key")
@@ -203,10 +204,19 @@ def _apply_match_dict(source, model, path: Path):
     return renamed(source, match_keys(source.keys(), plan(model)[0], match_dict))
 
 
+def _open_source(args: argparse.Namespace, model):
+    """The input checkpoint; an Orbax directory is read against the model's own state."""
+    from .weights.checkpoint import open_checkpoint
+    if Path(args.source).is_dir():
+        from .weights.orbax_io import read_orbax
+        return read_orbax(Path(args.source), model)
+    return open_checkpoint(args.source, select=args.select, strip_prefix=args.strip_prefix,
+                           add_prefix=args.add_prefix)
+
+
 def _run_weights(args: argparse.Namespace) -> int:
     from flax import nnx
 
-    from .weights.checkpoint import open_checkpoint
     from .weights.convert import abstract_model, convert_weights, export_torch, load_model_class
     try:
         kwargs = json.loads(args.args)
@@ -217,13 +227,17 @@ def _run_weights(args: argparse.Namespace) -> int:
         model = abstract_model(lambda: cls(**kwargs, rngs=nnx.Rngs(0)))
     except Exception as exc:  # the user's model code: report, don't crash
         raise UsageError(f"building {args.model} with --args {args.args} failed: {type(exc).__name__}: {exc}") from None
-    source = open_checkpoint(args.source, select=args.select, strip_prefix=args.strip_prefix,
-                             add_prefix=args.add_prefix)
+    source = _open_source(args, model)
     if args.match_dict:
         source = _apply_match_dict(source, model, Path(args.match_dict))
     try:
         if args.to == "torch":
             report = export_torch(source, model, Path(args.output))
+        elif args.format == "orbax":
+            from .weights.convert import Report
+            from .weights.orbax_io import write_orbax
+            tensors, nbytes, seconds = write_orbax(source, lambda: cls(**kwargs, rngs=nnx.Rngs(0)), Path(args.output))
+            report = Report(tensors, nbytes, seconds, Path(args.output))
         else:
             total = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in source.infos.values())
             report = convert_weights(source, model, Path(args.output), fmt=args.format, verify=args.verify,
