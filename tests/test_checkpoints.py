@@ -17,6 +17,7 @@ from harness import Case, build_pair, flatten_outputs, import_source, make_input
 from retarget.cli import main
 from retarget.weights.checkpoint import open_checkpoint
 from retarget.weights.convert import abstract_model, convert_weights, load_converted
+from retarget.weights.port import plan
 from retarget.weights.safetensors_io import CheckpointError
 
 CASE = Case("resnet.py", "resnet_tiny", {}, [((2, 3, 32, 32), "float")])
@@ -287,3 +288,47 @@ def test_orbax_output_restores_with_orbax_and_goes_back_to_torch(setup, tmp_path
     from safetensors.torch import load_file
     back, original = load_file(tmp_path / "back.safetensors"), pair.torch_model.state_dict()
     assert set(back) == set(original) and all(torch.equal(back[k], original[k]) for k in original)
+
+
+
+
+def test_key_map_with_explicit_transforms(setup, tmp_path):
+    pair, module, tmp = setup
+    sd = {k: v.numpy() for k, v in pair.torch_model.state_dict().items()}
+    entries = {e.source: e for e in plan(abstract_model(_factory(module)))[0]}
+    # the same weights under a foreign layout: fc stored as (in, out)^T, the stem kernel flattened
+    foreign = {"fused_fc": sd["fc.weight"], "fc_bias": sd["fc.bias"], "stem_flat": sd["conv1.weight"].reshape(-1)}
+    lines = ["[[map]]\nfrom = \"fused_fc\"\nto = \"fc.kernel\"\ntransform = [\"transpose\"]\n",
+             "[[map]]\nfrom = \"fc_bias\"\nto = \"fc.bias\"\n",
+             "[[map]]\nfrom = \"stem_flat\"\nto = \"conv1.kernel\"\ntransform = [\"reshape:8,3,7,7\"]\n"]
+    for key, value in sd.items():
+        if key in ("fc.weight", "fc.bias", "conv1.weight"):
+            continue
+        name = key.replace(".", "__")
+        foreign[name] = value
+        lines.append(f"[[map]]\nfrom = \"{name}\"\nto = \"{entries[key].target}\"\n"
+                     + ("transform = [\"transpose\"]\n" if entries[key].transform.name == "transpose" else ""))
+    np.savez(tmp_path / "foreign.npz", **foreign)
+    (tmp_path / "map.toml").write_text("\n".join(lines))
+    out = tmp_path / "out.safetensors"
+    assert main(["weights", str(tmp_path / "foreign.npz"), "-o", str(out), "--model",
+                 f"{tmp / 'model_flax.py'}:resnet_tiny", "--key-map", str(tmp_path / "map.toml"), "--verify",
+                 "-q"]) == 0
+    _assert_outputs_match(pair, load_converted(out, _factory(module)()))
+
+
+def test_key_map_split_concat_and_shape_errors():
+    from retarget.weights.keymap import ShapeOnly, apply_steps, plan_jobs
+    qkv = np.arange(24, dtype=np.float32).reshape(6, 4)
+    q, k, v = apply_steps([qkv], ("split:0:3", "transpose"))
+    np.testing.assert_array_equal(k, qkv[2:4].T)
+    joined = apply_steps([q, k, v], ("concat:1",))[0]
+    assert joined.shape == (4, 6)
+    assert apply_steps([ShapeOnly(np.float32, (6, 4))], ("split:0:3", "transpose"))[0].shape == (4, 2)
+    with pytest.raises(CheckpointError, match="does not divide"):
+        apply_steps([ShapeOnly(np.float32, (5, 4))], ("split:0:3",))
+    jobs = plan_jobs(["enc.0.qkv", "enc.1.qkv"], [{"from": "enc.{i}.qkv", "to": ["q.{i}", "k.{i}", "v.{i}"],
+                                                     "transform": ["split:0:3"]}])
+    assert [j.targets for j in jobs] == [("q.0", "k.0", "v.0"), ("q.1", "k.1", "v.1")]
+    with pytest.raises(CheckpointError, match="no map entry uses"):
+        plan_jobs(["enc.0.qkv", "other"], [{"from": "enc.{i}.qkv", "to": "x.{i}"}])

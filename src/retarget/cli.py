@@ -72,6 +72,7 @@ def _weights_parser(sub) -> None:
                          help="cast floating tensors (default: keep each tensor's dtype)")
     weights.add_argument("--max-shard-size", type=float, default=5.0,
                          help="GB per safetensors shard; larger outputs get shards plus an index (default: 5)")
+    weights.add_argument("--key-map", help="TOML/JSON file of [[map]] entries with explicit transforms")
     weights.add_argument("--match-dict", help="JSON file: checkpoint-key substrings -> model-path substrings")
     weights.add_argument("--verify", action="store_true", help="re-read the output and compare with the source")
     weights.add_argument("-q", "--quiet", action="store_true")
@@ -231,7 +232,11 @@ def _run_weights(args: argparse.Namespace) -> int:
     if args.match_dict:
         source = _apply_match_dict(source, model, Path(args.match_dict))
     try:
-        if args.to == "torch":
+        if args.key_map:
+            from .weights.keymap import convert_with_keymap, load_keymap, plan_jobs
+            jobs = plan_jobs(source.keys(), load_keymap(Path(args.key_map)))
+            report = convert_with_keymap(source, model, Path(args.output), jobs, fmt=args.format, verify=args.verify)
+        elif args.to == "torch":
             report = export_torch(source, model, Path(args.output))
         elif args.format == "orbax":
             from .weights.convert import Report
