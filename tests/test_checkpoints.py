@@ -332,3 +332,18 @@ def test_key_map_split_concat_and_shape_errors():
     assert [j.targets for j in jobs] == [("q.0", "k.0", "v.0"), ("q.1", "k.1", "v.1")]
     with pytest.raises(CheckpointError, match="no map entry uses"):
         plan_jobs(["enc.0.qkv", "other"], [{"from": "enc.{i}.qkv", "to": "x.{i}"}])
+
+
+def test_legacy_torch_save_format(setup, tmp_path):
+    pair, module, _ = setup
+    sd = pair.torch_model.state_dict()
+    torch.save({"state_dict": sd, "epoch": 1}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    out = tmp_path / "out.safetensors"
+    report = convert_weights(open_checkpoint(tmp_path / "legacy.pth"), abstract_model(_factory(module)), out,
+                             verify=True)
+    assert report.verified
+    _assert_outputs_match(pair, load_converted(out, _factory(module)()))
+    data = (tmp_path / "legacy.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        open_checkpoint(tmp_path / "cut.pth")

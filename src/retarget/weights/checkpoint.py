@@ -3,8 +3,8 @@
 A `TensorSource` knows every tensor's name, dtype and shape before any data is
 read, and reads one tensor at a time. Supported: `.safetensors`, sharded
 safetensors (`*.safetensors.index.json`), zip-format `torch.save` files
-(`.pt`/`.pth`/`.bin`/`.ckpt`, through the restricted unpickler, nested
-checkpoints included) and `.npz`. Keys are normalised for wrappers: a
+(`.pt`/`.pth`/`.bin`/`.ckpt`, zip or legacy, through the restricted unpickler,
+nested checkpoints included) and `.npz`. Keys are normalised for wrappers: a
 `module.` (DataParallel/DDP) or `_orig_mod.` (torch.compile) prefix on every
 key is removed, and a user prefix can be stripped or added.
 """

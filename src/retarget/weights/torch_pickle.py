@@ -1,4 +1,4 @@
-"""Read `torch.save` checkpoints without torch and without running pickled code.
+"""Read `torch.save` checkpoints (zip and legacy formats) without torch and without running pickled code.
 
 A restricted unpickler accepts only what a checkpoint needs: tensor and
 parameter reconstruction, the typed storage classes, OrderedDict and plain
@@ -81,42 +81,88 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a checkpoint only needs tensors "
                                      "and plain containers (this file may run code if loaded with pickle)")
 
+    def __init__(self, handle, seen: dict[str, StorageRef] | None = None):
+        super().__init__(handle)
+        self.seen = {} if seen is None else seen  # storages met, by key (legacy files need their dtypes)
+
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        return StorageRef(str(pid[2]), pid[1].dtype)
+        if len(pid) > 5 and pid[5] is not None:
+            raise pickle.UnpicklingError("legacy storage views are not supported; re-save with a current torch")
+        ref = StorageRef(str(pid[2]), pid[1].dtype)
+        self.seen[ref.key] = ref
+        return ref
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 class TorchCheckpoint:
-    """A zip-format `torch.save` file: its object tree (with TensorRefs) and lazy tensor data."""
+    """A `torch.save` file (zip format, or the legacy pre-1.6 stream): its object tree (with
+    TensorRefs) and lazy tensor data."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        if not zipfile.is_zipfile(self.path):
-            raise CheckpointError(f"{self.path}: not a zip-format torch.save file (the legacy pre-1.6 format "
-                                  "is not supported yet; re-save it with a current torch)")
+        self._zip, self._legacy, self._little = None, None, True
+        self._refs: dict[str, StorageRef] = {}
         try:
-            self._zip = zipfile.ZipFile(self.path)
-            pickles = [n for n in self._zip.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if len(pickles) != 1:
-                raise CheckpointError(f"{self.path}: expected one data.pkl in the archive, found {len(pickles)}")
-            self._prefix = pickles[0][: -len("data.pkl")]
-            self._little = self._read_byteorder()
-            with self._zip.open(pickles[0]) as handle:
-                self.root = RestrictedUnpickler(handle).load()
-        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, KeyError) as exc:
+            if zipfile.is_zipfile(self.path):
+                self.root = self._open_zip()
+            else:
+                self.root = self._open_legacy()
+        except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError,
+                OverflowError) as exc:
             raise CheckpointError(f"{self.path}: {exc}") from None
 
-    def _read_byteorder(self) -> bool:
+    def _unpickler(self, handle) -> RestrictedUnpickler:
+        return RestrictedUnpickler(handle, self._refs)
+
+    def _open_zip(self):
+        self._zip = zipfile.ZipFile(self.path)
+        pickles = [n for n in self._zip.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pickles) != 1:
+            raise CheckpointError(f"{self.path}: expected one data.pkl in the archive, found {len(pickles)}")
+        self._prefix = pickles[0][: -len("data.pkl")]
         name = self._prefix + "byteorder"
-        return name not in self._zip.namelist() or self._zip.read(name).strip() == b"little"
+        self._little = name not in self._zip.namelist() or self._zip.read(name).strip() == b"little"
+        with self._zip.open(pickles[0]) as handle:
+            return self._unpickler(handle).load()
+
+    def _open_legacy(self):
+        """Pre-1.6 stream: magic, protocol, sys_info, the object, storage keys, then each storage's
+        8-byte element count and raw bytes (their offsets are recorded; nothing is read yet)."""
+        self._legacy = self.path.open("rb")
+        header = RestrictedUnpickler(self._legacy)
+        if header.load() != LEGACY_MAGIC:
+            raise CheckpointError(f"{self.path}: not a torch.save file (neither zip nor legacy magic number)")
+        header.load()
+        info = header.load()
+        self._little = info.get("little_endian", True) if isinstance(info, dict) else True
+        root = self._unpickler(self._legacy).load()
+        keys = RestrictedUnpickler(self._legacy).load()
+        self._offsets = {}
+        for key in keys:
+            count = int.from_bytes(self._legacy.read(8), "little")
+            self._offsets[str(key)] = (self._legacy.tell(), count)
+            self._legacy.seek(count * self._refs[str(key)].dtype.itemsize, 1)
+        if self._legacy.tell() > self.path.stat().st_size:
+            raise CheckpointError(f"{self.path}: truncated (storages run past the end of the file)")
+        return root
+
+    def _storage_bytes(self, key: str) -> bytes:
+        if self._zip is not None:
+            try:
+                return self._zip.read(f"{self._prefix}data/{key}")
+            except (KeyError, zipfile.BadZipFile, EOFError) as exc:
+                raise CheckpointError(f"{self.path}: cannot read storage {key}: {exc}") from None
+        offset, count = self._offsets[key]
+        self._legacy.seek(offset)
+        return self._legacy.read(count * self._refs[key].dtype.itemsize)
 
     def read(self, ref: TensorRef) -> np.ndarray:
         """The tensor's data as a fresh contiguous array (dtype kept: bf16 stays bf16)."""
-        try:
-            raw = self._zip.read(f"{self._prefix}data/{ref.storage.key}")
-        except (KeyError, zipfile.BadZipFile, EOFError) as exc:
-            raise CheckpointError(f"{self.path}: cannot read storage {ref.storage.key}: {exc}") from None
+        raw = self._storage_bytes(ref.storage.key)
         dtype = ref.dtype if self._little else ref.dtype.newbyteorder(">")
         flat = np.frombuffer(raw, dtype=dtype)
         needed = ref.offset + sum((s - 1) * st for s, st in zip(ref.shape, ref.stride)) + 1 if all(ref.shape) else 0
@@ -129,7 +175,9 @@ class TorchCheckpoint:
         return np.ascontiguousarray(view).astype(ref.dtype, copy=False)
 
     def close(self) -> None:
-        self._zip.close()
+        for handle in (self._zip, self._legacy):
+            if handle is not None:
+                handle.close()
 
 
 def tensors_in(tree: Any, prefix: str = "") -> dict[str, TensorRef]:
