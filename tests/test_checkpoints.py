@@ -347,3 +347,20 @@ def test_legacy_torch_save_format(setup, tmp_path):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError, match="truncated"):
         open_checkpoint(tmp_path / "cut.pth")
+
+
+def test_flax_msgpack_checkpoint_back_to_torch(setup, tmp_path):
+    from flax import serialization
+    pair, module, tmp = setup
+    model = module.resnet_tiny(rngs=nnx.Rngs(0))
+    retarget.port_weights(pair.torch_model.state_dict(), model)
+    state = nnx.state(model)
+    (tmp_path / "model.msgpack").write_bytes(serialization.to_bytes(state.to_pure_dict()))
+    back = tmp_path / "back.safetensors"
+    assert main(["weights", str(tmp_path / "model.msgpack"), "-o", str(back), "--model",
+                 f"{tmp / 'model_flax.py'}:resnet_tiny", "--to", "torch", "-q"]) == 0
+    from safetensors.torch import load_file
+    restored, original = load_file(back), pair.torch_model.state_dict()
+    assert set(restored) == set(original)
+    for key in original:  # counters were int64 in torch, int32 in the JAX model: values equal
+        assert torch.equal(restored[key].to(original[key].dtype), original[key]), key

@@ -4,7 +4,7 @@ A `TensorSource` knows every tensor's name, dtype and shape before any data is
 read, and reads one tensor at a time. Supported: `.safetensors`, sharded
 safetensors (`*.safetensors.index.json`), zip-format `torch.save` files
 (`.pt`/`.pth`/`.bin`/`.ckpt`, zip or legacy, through the restricted unpickler,
-nested checkpoints included) and `.npz`. Keys are normalised for wrappers: a
+nested checkpoints included), `.npz` and Flax `.msgpack`. Keys are normalised for wrappers: a
 `module.` (DataParallel/DDP) or `_orig_mod.` (torch.compile) prefix on every
 key is removed, and a user prefix can be stripped or added.
 """
@@ -108,6 +108,27 @@ def _npz(path: Path) -> TensorSource:
     return TensorSource(infos, lambda key: archive[key], [archive.close])
 
 
+def _msgpack(path: Path) -> TensorSource:
+    """A Flax msgpack checkpoint (`flax.serialization.to_bytes`); msgpack runs no code, but the
+    format is not lazy: the file is read whole."""
+    from flax import serialization
+    try:
+        tree = serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CheckpointError(f"{path}: not a Flax msgpack checkpoint ({exc})") from None
+    arrays = {}
+
+    def flatten(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                flatten(value, f"{prefix}{key}.")
+        elif node is not None:
+            arrays[prefix[:-1].removesuffix(".value")] = np.asarray(node)
+
+    flatten(tree, "")
+    return TensorSource({k: (a.dtype, a.shape) for k, a in arrays.items()}, lambda key: arrays[key])
+
+
 def _normalise(source: TensorSource, strip_prefix: str | None, add_prefix: str | None) -> TensorSource:
     names = {k: k for k in source.infos}
     prefixes = [p for p in WRAPPER_PREFIXES] + ([strip_prefix] if strip_prefix else [])
@@ -136,11 +157,13 @@ def open_checkpoint(path: str | Path, *, select: str | None = None, strip_prefix
         source = _safetensors(path)
     elif name.endswith(".npz"):
         source = _npz(path)
+    elif name.endswith(".msgpack"):
+        source = _msgpack(path)
     elif path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".tar"):
         source = _torch(path, select)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, "
-                              ".safetensors.index.json, .pt/.pth/.bin/.ckpt or .npz)")
+                              ".safetensors.index.json, .pt/.pth/.bin/.ckpt, .npz or .msgpack)")
     return _normalise(source, strip_prefix, add_prefix)
 
 
