@@ -364,3 +364,21 @@ def test_flax_msgpack_checkpoint_back_to_torch(setup, tmp_path):
     assert set(restored) == set(original)
     for key in original:  # counters were int64 in torch, int32 in the JAX model: values equal
         assert torch.equal(restored[key].to(original[key].dtype), original[key]), key
+
+
+def test_back_to_a_torch_save_file_that_torch_loads_with_weights_only(tmp_path):
+    gpt = Case("gpt.py", "gpt_tiny", {}, [((2, 8), "int:50")])
+    pair = build_pair(gpt)
+    (tmp_path / "gpt_flax.py").write_text(pair.conversion.code)
+    sd = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in pair.torch_model.state_dict().items()}
+    torch.save(sd, tmp_path / "gpt.pt")
+    spec = f"{tmp_path / 'gpt_flax.py'}:gpt_tiny"
+    assert main(["weights", str(tmp_path / "gpt.pt"), "-o", str(tmp_path / "flax.safetensors"), "--model", spec,
+                 "-q"]) == 0
+    assert main(["weights", str(tmp_path / "flax.safetensors"), "-o", str(tmp_path / "back.pt"), "--model", spec,
+                 "--to", "torch", "-q"]) == 0
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert set(back) == set(sd)  # the same keys; the tied lm_head weight is written again, as torch does
+    for key in sd:
+        assert back[key].dtype == sd[key].dtype and torch.equal(back[key], sd[key]), key
+    pair.torch_model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in back.items()})

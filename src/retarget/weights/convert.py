@@ -28,6 +28,7 @@ from ..atomic import atomic_output
 from .checkpoint import TensorSource, open_checkpoint
 from .port import Entry, WeightsError, check_fit, plan
 from .safetensors_io import CheckpointError, SafetensorsReader, SafetensorsWriter, shard_layout
+from .torch_writer import TorchZipWriter
 
 FORMATS = ("safetensors", "npz")
 
@@ -297,9 +298,10 @@ def load_converted(path: str | Path, model: nnx.Module) -> nnx.Module:
 
 
 def export_torch(source: TensorSource, model: nnx.Module, output: Path, *, verify: bool = False) -> Report:
-    """The reverse direction: a converted-layout file back to torch state-dict names and layouts
-    (safetensors, loadable with `safetensors.torch.load_file` + `load_state_dict`). Tied weights
-    are written under each torch name, as torch's state_dict holds them."""
+    """The reverse direction: a converted-layout file back to torch state-dict names and layouts,
+    as safetensors or (for a .pt/.pth/.bin output) torch's zip format, loadable with
+    `torch.load(path, weights_only=True)`. Tied weights are written under each torch name, as
+    torch's state_dict holds them."""
     entries, _ = plan(model)
     owner = {id(e.variable): e.target for e in _unique_targets(entries)}
     missing = sorted({owner[id(e.variable)] for e in entries} - set(source.infos))
@@ -307,8 +309,10 @@ def export_torch(source: TensorSource, model: nnx.Module, output: Path, *, verif
         raise WeightsError(missing=missing)
     layout = [(e.source, *_torch_side(e, source.infos[owner[id(e.variable)]])) for e in entries]
     start, nbytes = time.perf_counter(), 0
+    torch_zip = Path(output).suffix in (".pt", ".pth", ".bin")
     with atomic_output(Path(output)) as (handle, _):
-        writer = SafetensorsWriter(handle, layout, {"format": "pt", "producer": "retarget"})
+        writer = TorchZipWriter(handle, layout) if torch_zip else SafetensorsWriter(
+            handle, layout, {"format": "pt", "producer": "retarget"})
         for e in entries:
             value = e.transform.invert(np.asarray(source.read(owner[id(e.variable)])))
             writer.write(e.source, value)
