@@ -13,7 +13,7 @@ from flax import nnx
 from safetensors.torch import save_file
 
 import retarget
-from harness import Case, build_pair, flatten_outputs, import_source, make_inputs, run_flax, run_torch, ZOO
+from harness import Case, build_pair, flatten_outputs, import_source, make_inputs, run_flax, run_torch
 from retarget.cli import main
 from retarget.weights.checkpoint import open_checkpoint
 from retarget.weights.convert import abstract_model, convert_weights, load_converted

@@ -59,7 +59,7 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
         elif call.args:
             body.append(stmt)
     if cls.reads_training:
-        flag = cst.parse_statement(f"self.deterministic = False  # set by model.train() / model.eval()")
+        flag = cst.parse_statement("self.deterministic = False  # set by model.train() / model.eval()")
         body.insert(0, flag)
     if not body:
         body.append(cst.SimpleStatementLine([cst.Pass()]))
