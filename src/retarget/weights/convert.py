@@ -68,12 +68,8 @@ def abstract_model(factory: Callable[[], nnx.Module]) -> nnx.Module:
 
 
 def _unique_targets(entries: list[Entry]) -> list[Entry]:
-    seen, out = set(), []
-    for e in entries:
-        if id(e.variable) not in seen:
-            seen.add(id(e.variable))
-            out.append(e)
-    return out
+    """The first entry of each target variable (tied weights: the one that gets written)."""
+    return [group[0] for group in _groups(entries).values()]
 
 
 class _NpzWriter:
@@ -226,7 +222,7 @@ def convert_weights(source: TensorSource, model: nnx.Module, output: Path, *, fm
     check_fit(entries, {k: shape for k, (_, shape) in source.infos.items()}, unmapped)
     layout = [(e.target, _cast(source.infos[e.source][0], cast_dtype),
                e.transform.target_shape(source.infos[e.source][1]))
-              for e in (group[0] for group in _groups(entries).values())]
+              for e in _unique_targets(entries)]
     total = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for _, d, s in layout)
     if fmt == "safetensors" and max_shard_bytes and total > max_shard_bytes:
         return _sharded(source, entries, layout, Path(output), max_shard_bytes, progress, verify, cast_dtype)
