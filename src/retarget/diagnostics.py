@@ -20,6 +20,7 @@ CODES = {
     "RT107": "nn.init call on something that is not a known layer variable",
     "RT108": "random op where no PRNG key reaches the code",
     "RT109": "a definition in the file has the name of a helper the conversion needs",
+    "RT110": "training-step code (backward, step, clipping) outside a recognised training loop",
 }
 
 

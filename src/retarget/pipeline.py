@@ -1,6 +1,6 @@
 """The whole conversion of one source file, in order:
 
-parse -> resolve names -> analyse (structural facts) -> transform (structural
+parse -> resolve names -> analyse (structural facts, training steps) -> transform (structural
 passes and rule rewrites, one bottom-up traversal) -> support helpers ->
 imports -> checks -> render.
 """
@@ -20,6 +20,7 @@ from .rewrite.facts import Analysis
 from .rewrite.imports import fix_imports
 from .rewrite.names import TorchNames
 from .rewrite.support import BEGIN, SUPPORT
+from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
 from .rules import RuleSet, default_rules
 
@@ -85,9 +86,11 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     wrapper.module.visit(prepass)
     analysis = Analysis(wrapper.module, names.qualnames, rules)
     positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
-    ctx = Context(path, rules, names.qualnames, positions, analysis, analysis.run(),
-                  isinstance_refs=prepass.isinstance_refs,
-                  annotation_refs=prepass.annotation_refs)
+    facts = analysis.run()
+    training = plan_training(wrapper.module, names.qualnames, analysis.module_call_test(facts))
+    ctx = Context(path, rules, names.qualnames, positions, analysis, facts,
+                  isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
+                  writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))
     helpers = _helper_names(converted, ctx.support, ctx)
     converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))

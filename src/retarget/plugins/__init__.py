@@ -13,14 +13,17 @@ import pkgutil
 from typing import Callable
 
 REGISTRY: dict[str, Callable] = {}
+CONSUMES: dict[str, frozenset[str]] = {}
 
 
-def register(name: str) -> Callable[[Callable], Callable]:
-    """Register a plugin function under `name` (the name rules refer to)."""
+def register(name: str, consumes: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Register a plugin function under `name` (the name rules refer to). `consumes` lists torch
+    arguments the plugin itself turns into code, which no template of its rule mentions."""
     def decorator(func: Callable) -> Callable:
         if name in REGISTRY and REGISTRY[name] is not func:
             raise ValueError(f"plugin {name!r} is registered twice")
         REGISTRY[name] = func
+        CONSUMES[name] = frozenset(consumes)
         return func
     return decorator
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from ..diagnostics import Escape
-from ..plugins import REGISTRY
+from ..plugins import CONSUMES, REGISTRY
 from ..rules import Rule, Signature
 
 
@@ -71,6 +71,7 @@ def _is_default(rule: Rule, name: str, value: object) -> bool:
 def unexpressible(rule: Rule, bound: dict[str, object]) -> Escape | None:
     """An argument the caller gave that no template uses, is not droppable and is not the default."""
     used = set().union(*(t.placeholders for t in rule.templates)) if rule.templates else set(bound)
+    used |= CONSUMES.get(rule.plugin, frozenset())
     for name, value in bound.items():
         if name in used or name in rule.drop or (isinstance(value, list) and not value):
             continue
@@ -87,7 +88,13 @@ def apply_rule(site: Site, rngs: cst.BaseExpression) -> cst.CSTNode | Escape:
         return problem
     if rule.plugin:
         return REGISTRY[rule.plugin](site, rngs)
-    values = {k: v for k, v in site.bound.items() if not _is_default(rule, k, v)}
+    return render(site, site.bound, rngs)
+
+
+def render(site: Site, bound: dict[str, object], rngs: cst.BaseExpression) -> cst.CSTNode | Escape:
+    """The first template of the site's rule that fits `bound` (the caller's arguments)."""
+    rule = site.rule
+    values = {k: v for k, v in bound.items() if not _is_default(rule, k, v)}
     values["rngs"] = rngs
     if any("prng" in t.placeholders for t in rule.templates):
         key = site.extra["ctx"].key_expr()

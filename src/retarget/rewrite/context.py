@@ -11,6 +11,7 @@ from ..diagnostics import Diagnostic, Escape
 from ..rules import Rule, RuleSet
 from .facts import Analysis, ClassFacts, Facts, FunctionFacts
 from .names import dotted
+from .training import TrainingPlan
 
 
 @dataclass
@@ -29,6 +30,9 @@ class Context:
     frames: list[list[Diagnostic]] = field(default_factory=list)
     isinstance_refs: set = field(default_factory=set)
     annotation_refs: set = field(default_factory=set)
+    writes_param_groups: bool = False
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    pending_steps: dict = field(default_factory=dict)
 
     # -- where we are -------------------------------------------------------
     @property
@@ -41,7 +45,9 @@ class Context:
 
     def has_rngs(self) -> bool:
         func = self.function
-        return func is not None and ("rngs" in func.params or func.key in self.facts.rngs_functions)
+        if func is None:
+            return "<module>" in self.facts.seeded
+        return "rngs" in func.params or func.key in self.facts.rngs_functions or func.key in self.facts.seeded
 
     def rngs_expr(self) -> cst.BaseExpression:
         """`rngs` where the enclosing function receives it, a fresh `nnx.Rngs(0)` elsewhere."""

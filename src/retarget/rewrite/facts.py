@@ -45,6 +45,7 @@ class Facts:
     classes: dict[str, ClassFacts]
     functions: dict[str, FunctionFacts]
     rngs_functions: set[str]
+    seeded: set[str] = field(default_factory=set)
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes
@@ -62,6 +63,7 @@ class _Collector(cst.CSTVisitor):
         self._class: list[str] = []
         self._func: list[FunctionFacts] = []
         self.training_readers: set[str] = set()
+        self.module_calls: list[cst.Call] = []
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if self._class and node.attr.value == "training" and dotted(node.value) == "self":
@@ -87,6 +89,8 @@ class _Collector(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         if self._func:
             self._func[-1].calls.append(node)
+        else:
+            self.module_calls.append(node)
 
 
 class Analysis:
@@ -105,8 +109,23 @@ class Analysis:
         self._class_valued_params(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
-        facts.rngs_functions = self._rngs_functions(facts)
+        facts.seeded = self._seeded(facts)
+        facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
+
+    def _seeded(self, facts: Facts) -> set[str]:
+        """Functions (and `<module>`) calling `torch.manual_seed`: they make their own `rngs` there."""
+        seeds = lambda calls: any(self.qualnames.get(c.func) == "torch.manual_seed" for c in calls)
+        found = {f.key for f in facts.functions.values() if seeds(f.calls)}
+        return found | ({"<module>"} if seeds(self.collector.module_calls) else set())
+
+    def module_call_test(self, facts: Facts):
+        """A test for calls that build a module: a module class of the file or a torch layer."""
+        def is_module_call(call: cst.Call) -> bool:
+            rule = self.rules.get("module", self.layer_rule_name(call.func) or "")
+            return (isinstance(call.func, cst.Name) and facts.is_module_class(call.func.value)) or bool(
+                rule and rule.flax)
+        return is_module_call
 
     def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
         name = self.qualnames.get(node)

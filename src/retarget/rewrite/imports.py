@@ -16,8 +16,13 @@ KNOWN_IMPORTS = {
     "math": "import math",
     "partial": "from functools import partial",
     "typing": "import typing",
+    "os": "import os",
+    "Counter": "from collections import Counter",
+    "NamedTuple": "from typing import NamedTuple",
+    "np": "import numpy as np",
+    "optax": "import optax",
 }
-ORDER = ["math", "typing", "partial", "jax", "jnp", "nnx"]
+ORDER = ["math", "os", "Counter", "typing", "NamedTuple", "partial", "np", "jax", "jnp", "nnx", "optax"]
 
 
 class _Usage(cst.CSTVisitor):
@@ -183,7 +188,7 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
     module.visit(usage)
     usage.used |= helper_usage[0]
     usage.bound |= helper_usage[1]
-    module = _drop_unused_torch(module, usage.used)
+    module = _drop_unused_torch(module, usage.used - helper_usage[1])  # a helper now defines the name
     needed = [n for n in ORDER if n in usage.used and n not in usage.bound]
     new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]
     at = _insert_at(module)

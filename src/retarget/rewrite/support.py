@@ -12,7 +12,8 @@ from pathlib import Path
 import libcst as cst
 
 SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
-SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "recurrent.py", "activations.py")
+SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "recurrent.py", "activations.py", "optim.py",
+                 "data.py")
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 
 

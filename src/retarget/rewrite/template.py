@@ -45,8 +45,8 @@ def parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
 class Template:
     """One parsed target template."""
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, text: str, needs: Sequence[str] = ()):
+        self.text, self.needs = text, frozenset(needs)
         self.placeholders = {m[2] for m in PLACEHOLDER.finditer(text)}
         source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
         try:
@@ -56,6 +56,8 @@ class Template:
 
     def render(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]) -> cst.BaseExpression | None:
         """Substitute bound arguments; None when a required placeholder is missing."""
+        if self.needs and not self.needs & set(values):
+            return None
         try:
             return self.expr.visit(_Substitute(values, defaults))
         except _Missing:

@@ -13,7 +13,7 @@ from pathlib import Path
 import libcst as cst
 
 from ..diagnostics import Escape
-from . import structure
+from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
 from .names import dotted
@@ -76,7 +76,7 @@ class Converter(cst.CSTTransformer):
 
     # -- expressions -----------------------------------------------------------
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        if original in self.statement_calls or original in self.structural_calls:
+        if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
         result = self._rewrite_call(original, updated, statement=False)
         if isinstance(result, Escape) or result is None:
@@ -85,6 +85,11 @@ class Converter(cst.CSTTransformer):
         return parenthesize(result) if original in self.operands else result
 
     def leave_Expr(self, original: cst.Expr, updated: cst.Expr):
+        if original.value in self.ctx.training.calls:
+            escape = self.ctx.training.escapes.get(original.value)
+            if escape is not None:
+                self.ctx.escape(original.value, escape)
+            return updated
         if original.value not in self.statement_calls:
             return updated
         result = self._rewrite_call(original.value, updated.value, statement=True)
@@ -188,8 +193,17 @@ class Converter(cst.CSTTransformer):
             return updated
         return result
 
-    def leave_For(self, original: cst.For, updated: cst.For) -> cst.For:
-        return structure.loop_over_modules(original, updated)
+    def leave_For(self, original: cst.For, updated: cst.For):
+        return train_step.define_before_loop(self.ctx, original, structure.loop_over_modules(original, updated))
+
+    def leave_While(self, original: cst.While, updated: cst.While):
+        return train_step.define_before_loop(self.ctx, original, updated)
+
+    def leave_IndentedBlock(self, original: cst.IndentedBlock, updated: cst.IndentedBlock):
+        return train_step.rewrite_block(self.ctx, original, updated)
+
+    def leave_Module(self, original: cst.Module, updated: cst.Module):
+        return train_step.rewrite_block(self.ctx, original, updated)
 
     def leave_SimpleStatementLine(self, original, updated):
         return structure.apply_as_loop(original, updated)
@@ -224,6 +238,7 @@ class Prepass(cst.CSTVisitor):
         self.annotation_refs: set = set()
         self.operands: set = set()
         self.imported_names: set[str] = set()
+        self.param_groups = False
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -243,6 +258,7 @@ class Prepass(cst.CSTVisitor):
         self._annotations -= 1
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.param_groups = self.param_groups or node.attr.value == "param_groups"
         self.operands.add(node.value)
         if self._annotations:
             self.annotation_refs.add(node)

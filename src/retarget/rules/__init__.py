@@ -115,6 +115,17 @@ def _parse_params(raw: dict, origin: str) -> tuple[ParamRule, ...]:
     return tuple(out)
 
 
+def _template(spec: str | dict) -> Template:
+    """A target template; a table `{ to = "...", needs = [args] }` is a variant that applies only
+    when the call passes one of `needs` (e.g. torch's L2 weight decay needs a different optimizer)."""
+    if isinstance(spec, str):
+        return Template(spec)
+    unknown = set(spec) - {"to", "needs"}
+    if unknown or "to" not in spec:
+        raise TemplateError(f"variant {spec!r}: expected fields `to` and optionally `needs`")
+    return Template(spec["to"], needs=spec.get("needs", ()))
+
+
 def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
     unknown = set(raw) - FIELDS
     if unknown:
@@ -122,7 +133,7 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
     try:
         sig = Signature.parse(raw.get("sig", ""))
         to = raw.get("to", [])
-        templates = tuple(Template(t) for t in ([to] if isinstance(to, str) else to))
+        templates = tuple(_template(t) for t in ([to] if isinstance(to, (str, dict)) else to))
     except (SyntaxError, TemplateError) as exc:
         raise RuleError(f"{origin}: rule {name!r}: {exc}") from None
     if not templates and not raw.get("plugin"):
