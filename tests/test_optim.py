@@ -70,9 +70,9 @@ def _grads(step: int):
 
 def _step_both(topt, tmodel, fopt, fmodel, step):
     gw, gb = _grads(step)
-    tmodel.weight.grad, tmodel.bias.grad = torch.tensor(gw), torch.tensor(gb)
+    tmodel.weight.grad, tmodel.bias.grad = torch.tensor(gw.copy()), torch.tensor(gb.copy())
     topt.step()
-    values = {"kernel": jnp.asarray(gw.T), "bias": jnp.asarray(gb)}
+    values = {"kernel": jnp.array(gw.T, copy=True), "bias": jnp.array(gb, copy=True)}
     grads = jax.tree.map_with_path(lambda path, _: values[path[0].key], nnx.state(fmodel, nnx.Param))
     fopt.update(fmodel, grads)
 

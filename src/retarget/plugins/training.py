@@ -81,3 +81,10 @@ def manual_seed(site: Site, rngs: cst.BaseExpression):
         return Escape("RT102", "`torch.manual_seed` used as a value (the torch Generator has no JAX equivalent)")
     return cst.Assign([cst.AssignTarget(cst.Name("rngs"))],
                       cst.Call(cst.parse_expression("nnx.Rngs"), [cst.Arg(site.arg("seed"))]))
+
+
+@register("freeze")
+def freeze(site: Site, rngs: cst.BaseExpression):
+    """Freezing is a property of the update in JAX, not of the parameters: report it with the filter."""
+    return Escape("RT102", "freezing parameters: give the optimizer a filter instead, e.g. "
+                           "`nnx.Optimizer(model, tx, wrt=nnx.All(nnx.Param, nnx.Not(nnx.PathContains('backbone'))))`")

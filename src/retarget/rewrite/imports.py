@@ -21,8 +21,15 @@ KNOWN_IMPORTS = {
     "NamedTuple": "from typing import NamedTuple",
     "np": "import numpy as np",
     "optax": "import optax",
+    "re": "import re",
+    "pickle": "import pickle",
+    "zipfile": "import zipfile",
+    "dataclass": "from dataclasses import dataclass",
+    "Path": "from pathlib import Path",
+    "ml_dtypes": "import ml_dtypes",
 }
-ORDER = ["math", "os", "Counter", "typing", "NamedTuple", "partial", "np", "jax", "jnp", "nnx", "optax"]
+ORDER = ["math", "os", "pickle", "re", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+         "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 
 class _Usage(cst.CSTVisitor):

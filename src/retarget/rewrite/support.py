@@ -3,6 +3,7 @@
 The helpers are real, tested Python in `retarget/support/`. Each top-level
 definition is indexed with the other definitions it refers to, so asking for
 `Conv2d` also brings `_ConvNd`, `conv_nd`, `pad` and `_ntuple`, in source order.
+Constants are definitions too; `TORCH_LAYOUT` is generated from the rules.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import libcst as cst
 
 SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "recurrent.py", "activations.py", "optim.py",
-                 "data.py")
+                 "data.py", "torch_checkpoint.py", "checkpoint.py")
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 
 
@@ -25,6 +26,30 @@ class _Names(cst.CSTVisitor):
         self.names.add(node.value)
 
 
+def _defined_name(stmt: cst.CSTNode) -> str | None:
+    """The name a top-level function, class or constant (`NAME = ...`) defines."""
+    if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        return stmt.name.value
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
+        small = stmt.body[0]
+        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else (
+            [small.target] if isinstance(small, cst.AnnAssign) else [])
+        if len(targets) == 1 and isinstance(targets[0], cst.Name):
+            return targets[0].value
+    return None
+
+
+def _torch_layout() -> cst.BaseStatement:
+    """`TORCH_LAYOUT = {...}` from the rules, one layer class per line."""
+    from ..rules import default_rules
+    lines = [f"    {key!r}: {value!r}," for key, value in sorted(default_rules().torch_layout().items())]
+    return cst.parse_statement("TORCH_LAYOUT = {  # from retarget's rules: layer -> [(flax path, torch key, "
+                               "transform)]\n" + "\n".join(lines) + "\n}\n")
+
+
+GENERATED = {"TORCH_LAYOUT": _torch_layout}
+
+
 class SupportLibrary:
     """Top-level support definitions, their order and their dependencies."""
 
@@ -33,8 +58,9 @@ class SupportLibrary:
         for name in files:
             module = cst.parse_module((SUPPORT_DIR / name).read_text())
             for stmt in module.body:
-                if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-                    self.definitions[stmt.name.value] = stmt
+                name = _defined_name(stmt)
+                if name:
+                    self.definitions[name] = stmt
         self.order = list(self.definitions)
         self.deps = {name: self._references(node) - {name} for name, node in self.definitions.items()}
 
@@ -61,7 +87,7 @@ class SupportLibrary:
 
     def render(self, names: set[str]) -> list[cst.BaseStatement]:
         """Statements defining `names` (and dependencies), the first one headed by a marker comment."""
-        nodes = [self.definitions[n] for n in self.closure(names)]
+        nodes = [GENERATED[n]() if n in GENERATED else self.definitions[n] for n in self.closure(names)]
         if nodes:
             nodes[0] = nodes[0].with_changes(leading_lines=[
                 cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(BEGIN))])

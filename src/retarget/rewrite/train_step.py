@@ -107,21 +107,31 @@ def rewrite_block(ctx: Context, original, updated):
     if (not steps and not plan.dropped.intersection(original.body)) or len(original.body) != len(updated.body):
         return updated
     pairs = dict(zip(original.body, updated.body))
-    emitted, skip = {}, set(plan.dropped)
+    emitted, skip, deferred = {}, set(plan.dropped), {}
     for step in steps:
         result = _emit(ctx, step, pairs)
         if isinstance(result, Escape):
             ctx.report(_call_of(step.removed[0]), result)  # the step stays as written, reported
             continue
-        emitted[step.forward[0]] = result
+        emitted[step.forward[-1]] = result
         skip.update(step.forward, step.removed)
+        deferred[step.forward[-1]] = _reading_results(original.body, step)
+        skip.update(deferred[step.forward[-1]])
     body = []
     for stmt in original.body:
         if stmt in emitted:
-            body.extend(emitted[stmt])
+            body.extend([*emitted[stmt], *(pairs[s] for s in deferred[stmt])])
         elif stmt not in skip:
             body.append(pairs[stmt])
     return updated.with_changes(body=body or [cst.SimpleStatementLine([cst.Pass()])])
+
+
+def _reading_results(body: list, step: TrainStep) -> list[cst.BaseStatement]:
+    """Statements between the step's first and last forward statements that read what the step
+    computes: they run right after the call, which stands where the last forward statement was."""
+    first, last = body.index(step.forward[0]), body.index(step.forward[-1])
+    computed = _bound(step.forward)
+    return [s for s in body[first:last] if s not in step.forward and names_of(s).reads & computed]
 
 
 def define_before_loop(ctx: Context, original, updated):

@@ -89,10 +89,10 @@ def _call_of(stmt: cst.BaseStatement) -> cst.Call | None:
     return value if isinstance(value, cst.Call) else None
 
 
-def method_call(stmt: cst.BaseStatement, method: str) -> str | None:
-    """`name` when `stmt` is the statement `name.method()` (no arguments)."""
+def method_call(stmt: cst.BaseStatement, method: str, any_args: bool = False) -> str | None:
+    """`name` when `stmt` is the statement `name.method()` (no arguments unless `any_args`)."""
     call = _call_of(stmt)
-    if (call is None or not isinstance(stmt.body[0], cst.Expr) or call.args
+    if (call is None or not isinstance(stmt.body[0], cst.Expr) or (call.args and not any_args)
             or not isinstance(call.func, cst.Attribute) or call.func.attr.value != method):
         return None
     return dotted(call.func.value)
@@ -223,7 +223,7 @@ class _Finder(cst.CSTVisitor):
     def _scan(self, block) -> None:
         body, start = list(block.body), 0
         for i, stmt in enumerate(body):
-            if method_call(stmt, "zero_grad") in {*self.plan.optimizers, *self.modules}:
+            if method_call(stmt, "zero_grad", any_args=True) in {*self.plan.optimizers, *self.modules}:
                 self.plan.dropped.add(stmt)
             if method_call(stmt, "step") in self.plan.optimizers:
                 self.optimizer_steps.append(stmt)
@@ -246,14 +246,15 @@ class _Finder(cst.CSTVisitor):
                 break
             if self._is_clip(body[j]):
                 clips.append(body[j])
-            elif method_call(body[j], "zero_grad") is None:
+            elif method_call(body[j], "zero_grad", any_args=True) is None:
                 return None
         else:
             return None
         model = self.plan.optimizers[opt]
-        forward = loss_slice([s for s in body[start:i] if method_call(s, "zero_grad") is None], loss)
+        forward = loss_slice([s for s in body[start:i] if method_call(s, "zero_grad", any_args=True) is None], loss)
         if forward is None or any(not self._clips_model(c, model) for c in clips):
             return None
+        forward = self._model_dependent(forward, {model, *self.modules, *self.plan.optimizers.values()})
         removed = [body[i], *clips, body[j]]
         return self._signature(TrainStep("", opt, model, loss, forward, clips, removed, anchor=self._anchor()))
 
@@ -270,6 +271,18 @@ class _Finder(cst.CSTVisitor):
         bound = set().union(*(names_of(s).binds for s in [*step.forward, *step.clips]))
         step.outputs = [step.loss, *sorted((bound & reads.names) - {step.loss})]
         return step
+
+    @staticmethod
+    def _model_dependent(forward: list[cst.BaseStatement], modules: set[str]) -> list[cst.BaseStatement]:
+        """The statements that depend on a module: batch preparation before them (slicing with the
+        loop index, `.to(device)`) stays outside the jitted step, where Python values are concrete."""
+        tainted, kept = set(modules), []
+        for stmt in forward:
+            found = names_of(stmt)
+            if found.reads & tainted:
+                kept.append(stmt)
+                tainted |= found.binds
+        return kept
 
     def _clips_model(self, stmt, model: str) -> bool:
         from ..plugins.training import parameters_owner

@@ -99,6 +99,14 @@ class RuleSet:
     def _by_flax(self) -> dict[str, Rule]:
         return {r.flax: r for r in self.by_kind["module"].values() if r.flax and r.params}
 
+    @functools.cache
+    def torch_layout(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Per converted layer class (`nnx.Linear`, support classes by name): (Flax path pattern,
+        torch key pattern, transform) for each parameter. Data for `port_weights` and for the
+        `TORCH_LAYOUT` table copied into converted scripts."""
+        return {flax: [(p.target, p.source, p.transform) for p in rule.params]
+                for flax, rule in self._by_flax().items() if flax.startswith("nnx.") or rule.support}
+
     def __hash__(self) -> int:
         return id(self)
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .safetensors_io import CheckpointError, SafetensorsReader
-from .torch_pickle import TensorRef, TorchCheckpoint, tensors_in
+from ..support.torch_checkpoint import TensorRef, TorchCheckpoint, tensors_in
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 STATE_DICT_NAMES = ("state_dict", "model_state_dict", "model", "module", "net", "network")

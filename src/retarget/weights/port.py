@@ -11,16 +11,15 @@ one `WeightsError` lists every problem.
 """
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..rules import ParamRule, Rule, RuleSet, default_rules
+from ..rules import RuleSet, default_rules
+from ..support.checkpoint import torch_entries
 from .transforms import Transform, parse_transform
 
 
@@ -50,78 +49,12 @@ class Entry:
     transform: Transform
 
 
-def _children(obj: Any) -> Iterator[tuple[str, Any]]:
-    for name, value in vars(obj).items():
-        if name.startswith("_") or isinstance(value, (nnx.RngState, nnx.RngStream, nnx.Rngs)):
-            continue
-        if isinstance(value, (nnx.Variable, nnx.Module)):
-            yield name, value
-
-
-def rule_for(cls: type, rules: RuleSet) -> Rule | None:
-    """The layer rule whose Flax target is `cls` or one of its bases."""
-    for klass in cls.__mro__:
-        if klass.__module__.startswith("flax."):
-            rule = rules.layer_for_flax(f"nnx.{klass.__name__}")
-        else:
-            rule = rules.layer_for_flax(klass.__name__)
-            rule = rule if rule and rule.support else None
-        if rule:
-            return rule
-    return None
-
-
-@functools.cache
-def _pattern(target: str) -> re.Pattern:
-    return re.compile(re.escape(target).replace(r"\{i\}", r"(?P<i>\d+)"))
-
-
-def _match(rule: Rule, path: str) -> tuple[str, ParamRule] | None:
-    for param in rule.params:
-        found = _pattern(param.target).fullmatch(path)
-        if found:
-            return param.source.format(**found.groupdict()), param
-    return None
-
-
-class _Planner:
-    def __init__(self, rules: RuleSet):
-        self.rules, self.entries, self.unmapped = rules, [], []
-
-    def walk(self, obj: Any, src: str, dst: str) -> None:
-        rule = rule_for(type(obj), self.rules)
-        if rule is not None:
-            return self.walk_layer(obj, rule, src, dst, "")
-        for name, value in _children(obj):
-            if isinstance(value, nnx.Variable):
-                self.entries.append(Entry(src + name, dst + name, value, parse_transform("identity")))
-            else:
-                self.walk(value, f"{src}{name}.", f"{dst}{name}.")
-
-    def walk_layer(self, obj: Any, rule: Rule, src: str, dst: str, rel: str) -> None:
-        for name, value in _children(obj):
-            path = rel + name
-            matched = _match(rule, path)
-            if isinstance(value, nnx.Variable):
-                if matched is None:
-                    self.unmapped.append(f"{dst}{path} ({rule.name})")
-                else:
-                    self.entries.append(Entry(src + matched[0], dst + path, value,
-                                              parse_transform(matched[1].transform)))
-            elif matched is not None:
-                self.walk(value, f"{src}{matched[0]}.", f"{dst}{path}.")
-            elif any(p.target.startswith(path + ".") or _pattern(p.target.rsplit(".", 1)[0]).match(path)
-                     for p in rule.params if "." in p.target):
-                self.walk_layer(value, rule, src, dst, path + ".")
-            else:
-                self.walk(value, f"{src}{path}.", f"{dst}{path}.")
-
-
 def plan(model: nnx.Module, rules: RuleSet | None = None) -> tuple[list[Entry], list[str]]:
-    """Every (torch key, Flax variable, transform) the model needs, and variables no rule maps."""
-    planner = _Planner(rules or default_rules())
-    planner.walk(model, "", "")
-    return planner.entries, planner.unmapped
+    """Every (torch key, Flax variable, transform) the model needs, and variables no rule maps.
+    The walk is the one converted scripts carry (support/checkpoint.py), over the rules' layout."""
+    found, unmapped = torch_entries(model, (rules or default_rules()).torch_layout())
+    return [Entry(source, target, variable, parse_transform(transform))
+            for source, target, variable, transform in found], unmapped
 
 
 def to_numpy(value: Any) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import BinaryIO, Iterable
 import ml_dtypes
 import numpy as np
 
+from ..support.torch_checkpoint import CheckpointError  # noqa: F401  (re-exported)
+
 MAX_HEADER = 100 * 1024 * 1024
 DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -27,9 +29,6 @@ DTYPES = {
 }
 CODES = {dtype: code for code, dtype in DTYPES.items()}
 
-
-class CheckpointError(Exception):
-    """A checkpoint file is unreadable or unsafe: names the file and the problem."""
 
 
 def _fail(path: Path, message: str) -> CheckpointError:

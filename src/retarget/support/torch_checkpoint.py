@@ -1,5 +1,8 @@
 """Read `torch.save` checkpoints (zip and legacy formats) without torch and without running pickled code.
 
+Used by `retarget weights` and copied into converted scripts that load torch
+checkpoints (so they need neither torch nor retarget).
+
 A restricted unpickler accepts only what a checkpoint needs: tensor and
 parameter reconstruction, the typed storage classes, OrderedDict and plain
 containers. Any other global (`os.system`, `builtins.eval`, ...) is refused
@@ -13,12 +16,14 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from .safetensors_io import CheckpointError
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is unreadable or unsafe: names the file and the problem."""
 
 STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -180,9 +185,9 @@ class TorchCheckpoint:
                 handle.close()
 
 
-def tensors_in(tree: Any, prefix: str = "") -> dict[str, TensorRef]:
+def tensors_in(tree, prefix=""):
     """Flatten nested dicts of TensorRefs into dotted keys (non-tensor leaves are skipped)."""
-    out: dict[str, TensorRef] = {}
+    out = {}
     if isinstance(tree, dict):
         for key, value in tree.items():
             out.update(tensors_in(value, f"{prefix}{key}."))

@@ -1,0 +1,187 @@
+"""State dicts and checkpoints for converted scripts (and the walker `port_weights` uses).
+
+`TORCH_LAYOUT` says, per converted layer class, which torch key fills each
+Flax variable and how (transpose, permutation). It is generated from the
+rules when copied into a converted file, so a script loading an original
+PyTorch checkpoint maps keys exactly as `retarget weights` does, by
+structure, never by guessing from names. Modules of the user's own classes
+keep attribute names, so their torch keys are the same dotted paths.
+"""
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+
+import numpy as np
+from flax import nnx
+
+from .torch_checkpoint import CheckpointError, TorchCheckpoint, tensors_in
+
+TORCH_LAYOUT = {}  # generated from the rules: layer class -> [(flax path, torch key, transform)]
+
+
+def _children(obj):
+    for name, value in vars(obj).items():
+        if name.startswith("_") or isinstance(value, (nnx.RngState, nnx.RngStream, nnx.Rngs)):
+            continue
+        if isinstance(value, (nnx.Variable, nnx.Module)):
+            yield name, value
+
+
+def layout_of(cls, layout):
+    """The layout entry of `cls` or of its nearest base that has one (Flax classes as `nnx.Name`)."""
+    for klass in cls.__mro__:
+        key = f"nnx.{klass.__name__}" if klass.__module__.startswith("flax.") else klass.__name__
+        if key in layout:
+            return layout[key]
+    return None
+
+
+def _pattern(target):
+    return re.compile(re.escape(target).replace(r"\{i\}", r"(?P<i>\d+)"))
+
+
+def _match(params, path):
+    for target, source, transform in params:
+        found = _pattern(target).fullmatch(path)
+        if found:
+            return source.format(**found.groupdict()), transform
+    return None
+
+
+def torch_entries(model, layout, src="", dst=""):
+    """[(torch key, flax path, variable, transform)] for every variable of `model`, and the
+    variables no layout maps."""
+    params = layout_of(type(model), layout)
+    if params is not None:
+        return _layer_entries(model, params, layout, src, dst, "")
+    entries, unmapped = [], []
+    for name, value in _children(model):
+        if isinstance(value, nnx.Variable):
+            entries.append((src + name, dst + name, value, "identity"))
+        else:
+            found = torch_entries(value, layout, f"{src}{name}.", f"{dst}{name}.")
+            entries += found[0]
+            unmapped += found[1]
+    return entries, unmapped
+
+
+def _layer_entries(obj, params, layout, src, dst, rel):
+    entries, unmapped = [], []
+    for name, value in _children(obj):
+        path = rel + name
+        matched = _match(params, path)
+        if isinstance(value, nnx.Variable):
+            if matched is None:
+                unmapped.append(dst + path)
+            else:
+                entries.append((src + matched[0], dst + path, value, matched[1]))
+            continue
+        if matched is not None:
+            found = torch_entries(value, layout, f"{src}{matched[0]}.", f"{dst}{path}.")
+        elif any(t.startswith(path + ".") or _pattern(t.rsplit(".", 1)[0]).match(path) for t, _, _ in params if "." in t):
+            found = _layer_entries(value, params, layout, src, dst, path + ".")
+        else:
+            found = torch_entries(value, layout, f"{src}{path}.", f"{dst}{path}.")
+        entries += found[0]
+        unmapped += found[1]
+    return entries, unmapped
+
+
+def to_flax_layout(array, transform):
+    """A torch tensor in the Flax layout its rule names: identity, transpose or permute:AXES."""
+    if transform == "identity":
+        return array
+    if transform == "transpose":
+        return np.ascontiguousarray(array.T)
+    return np.ascontiguousarray(np.transpose(array, [int(a) for a in transform.split(":")[1].split(",")]))
+
+
+def _flat(tree, prefix=""):
+    """Nested dicts / NNX State -> {"a/b/c": leaf}."""
+    if isinstance(tree, nnx.State):
+        tree = tree.to_pure_dict()
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}/"))
+        return out
+    return {prefix[:-1]: np.asarray(tree)}
+
+
+def _nested(flat):
+    root = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = root
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value if value.ndim else value[()]
+    return root
+
+
+def save(obj, f):
+    """torch.save for converted scripts: nested dicts of arrays, numbers and NNX states, written
+    atomically as an .npz archive (no pickle: `load` reads it back with allow_pickle=False)."""
+    tmp = f"{f}.tmp{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **_flat(obj))
+    os.replace(tmp, f)
+
+
+def load(f, map_location=None, weights_only=True):
+    """torch.load for converted scripts: an original PyTorch checkpoint (read without torch and
+    without running pickled code; tensors become NumPy arrays under their torch keys) or a file
+    written by `save`."""
+    if zipfile.is_zipfile(f) and any(n.endswith("data.pkl") for n in zipfile.ZipFile(f).namelist()):
+        return _read_torch(f)
+    try:
+        with np.load(f, allow_pickle=False) as archive:
+            return _nested({key: archive[key] for key in archive.files})
+    except (ValueError, OSError):
+        return _read_torch(f)  # legacy torch.save format
+
+
+def _read_torch(f):
+    checkpoint = TorchCheckpoint(f)
+    try:
+        return _materialize(checkpoint, checkpoint.root)
+    finally:
+        checkpoint.close()
+
+
+def _materialize(checkpoint, tree):
+    if isinstance(tree, dict):
+        return {key: _materialize(checkpoint, value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_materialize(checkpoint, value) for value in tree)
+    return checkpoint.read(tree) if type(tree).__name__ == "TensorRef" else tree
+
+
+def load_state_dict(module, state_dict, strict=True):
+    """module.load_state_dict(sd): a torch state dict (dotted torch keys) is mapped through
+    TORCH_LAYOUT; a state saved by the converted script (`nnx.state`) is restored path by path.
+    Missing, unexpected or mis-shaped entries raise, listing every one (unless strict=False)."""
+    flat = _flat(state_dict)
+    if any("." in key and "/" not in key for key in flat):
+        entries, unmapped = torch_entries(module, TORCH_LAYOUT)
+        targets = [(source, variable, transform) for source, _, variable, transform in entries]
+    else:
+        unmapped = []
+        targets = [("/".join(map(str, path)), variable, "identity")
+                   for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Not(nnx.RngState)))]
+    problems = [f"missing {k}" for k, _, _ in targets if k not in flat] + [f"unmapped {k}" for k in unmapped]
+    problems += [f"unexpected {k}" for k in sorted(set(flat) - {k for k, _, _ in targets})]
+    values = {}
+    for key, variable, transform in targets:
+        if key in flat:
+            value = to_flax_layout(flat[key], transform)
+            if value.shape != tuple(variable.shape):
+                problems.append(f"shape of {key}: {value.shape} for {tuple(variable.shape)}")
+            values[id(variable)] = (variable, value)
+    if problems and strict:
+        raise CheckpointError("state dict does not fit the model: " + "; ".join(problems))
+    for variable, value in values.values():
+        variable[...] = np.array(value, dtype=variable.dtype)
+    return problems
