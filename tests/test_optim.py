@@ -54,12 +54,16 @@ def _convert(body: str, name: str):
     return result.code, import_source(result.code, name)
 
 
+_KEEP_ALIVE = []  # Flax caches per object id: a reused id of a collected model can serve a stale cache entry
+
+
 def _models():
     torch.manual_seed(0)
     tmodel = torch.nn.Linear(5, 3)
     fmodel = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
     fmodel.kernel[...] = jnp.array(tmodel.weight.detach().numpy().T, copy=True)  # never alias torch memory
     fmodel.bias[...] = jnp.array(tmodel.bias.detach().numpy(), copy=True)
+    _KEEP_ALIVE.append(fmodel)
     return tmodel, fmodel
 
 

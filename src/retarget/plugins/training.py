@@ -5,17 +5,9 @@ import libcst as cst
 
 from ..diagnostics import Escape
 from ..rewrite.calls import Site, render
-from ..rewrite.names import dotted
 from ..rewrite.structure import keyword_arg
+from ..rewrite.training import parameters_owner
 from . import register
-
-
-def parameters_owner(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
-    """`model` in `model.parameters()` (the original call): the module an optimizer updates."""
-    if (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not node.args
-            and node.func.attr.value == "parameters" and dotted(node.func.value)):
-        return node.func.value
-    return None
 
 
 def _pair(node: cst.BaseExpression) -> list[cst.BaseExpression]:

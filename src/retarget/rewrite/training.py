@@ -89,6 +89,14 @@ def _call_of(stmt: cst.BaseStatement) -> cst.Call | None:
     return value if isinstance(value, cst.Call) else None
 
 
+def parameters_owner(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
+    """`model` in `model.parameters()` (the original call): the module an optimizer updates."""
+    if (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not node.args
+            and node.func.attr.value == "parameters" and dotted(node.func.value)):
+        return node.func.value
+    return None
+
+
 def method_call(stmt: cst.BaseStatement, method: str, any_args: bool = False) -> str | None:
     """`name` when `stmt` is the statement `name.method()` (no arguments unless `any_args`)."""
     call = _call_of(stmt)
@@ -154,7 +162,6 @@ class _Optimizers(cst.CSTVisitor):
             return
         qual = self.qualnames.get(value.func, "")
         if qual.startswith("torch.optim.") and not qual.startswith("torch.optim.lr_scheduler."):
-            from ..plugins.training import parameters_owner
             owner = parameters_owner(value.args[0].value) if value.args else None
             if owner is not None:
                 self.optimizers[name] = dotted(owner)
@@ -285,7 +292,6 @@ class _Finder(cst.CSTVisitor):
         return kept
 
     def _clips_model(self, stmt, model: str) -> bool:
-        from ..plugins.training import parameters_owner
         call = _call_of(stmt)
         owner = parameters_owner(call.args[0].value) if call.args else None
         return owner is not None and dotted(owner) == model

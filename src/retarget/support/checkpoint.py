@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 from flax import nnx
 
-from .torch_checkpoint import CheckpointError, TorchCheckpoint, tensors_in
+from .torch_checkpoint import CheckpointError, TensorRef, TorchCheckpoint
 
 TORCH_LAYOUT = {}  # generated from the rules: layer class -> [(flax path, torch key, transform)]
 
@@ -156,7 +156,7 @@ def _materialize(checkpoint, tree):
         return {key: _materialize(checkpoint, value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
         return type(tree)(_materialize(checkpoint, value) for value in tree)
-    return checkpoint.read(tree) if type(tree).__name__ == "TensorRef" else tree
+    return checkpoint.read(tree) if isinstance(tree, TensorRef) else tree
 
 
 def load_state_dict(module, state_dict, strict=True):
