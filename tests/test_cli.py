@@ -42,7 +42,7 @@ def test_directory_is_mirrored_and_nothing_written_on_error(tmp_path, capsys):
     assert main(["convert", str(src), "-o", str(out)]) == 0
     assert "nnx.Module" in (out / "pkg" / "model.py").read_text()
     assert (out / "README.txt").read_text() == "notes"
-    assert "[1/1] pkg/model.py" in capsys.readouterr().err
+    assert "1/1 pkg/model.py" in capsys.readouterr().err
 
     (src / "pkg" / "broken.py").write_text(BROKEN)
     out2 = tmp_path / "out2"

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("-o", "--output", help="output file or directory (a file input without -o prints to stdout)")
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
     conv.add_argument("--diff", action="store_true", help="show a unified diff instead of writing")
+    conv.add_argument("-j", "--jobs", type=int, help="worker processes for a directory (default: all cores)")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress or diagnostics on stderr")
     _weights_parser(sub)
     return parser
@@ -99,14 +100,15 @@ def _python_files(root: Path) -> tuple[list[Path], list[Path]]:
     return python, other
 
 
-def _convert_tree(root: Path, target: str, quiet: bool) -> tuple[list[Converted], list[Path]]:
+def _convert_tree(root: Path, jobs: int | None, quiet: bool) -> tuple[list[Converted], list[Path]]:
+    """A package: cross-file facts first, then every file (in parallel with more than a few)."""
+    from .project import convert_files, progress_bar, source_files
     python, other = _python_files(root)
-    results = []
-    for i, path in enumerate(python, 1):
-        if not quiet:
-            print(f"[{i}/{len(python)}] {path.relative_to(root)}", file=sys.stderr)
-        results.append(_convert_one(path, path.relative_to(root), _read(path), target))
-    return results, other
+    files = source_files(root, python)
+    texts = {f.path: _read(f.path) for f in files}
+    results = convert_files(files, texts, jobs=jobs, progress=None if quiet else progress_bar)
+    return [Converted(r.file.path, r.file.relative, r.original, r.conversion.code, r.conversion.diagnostics)
+            for r in results], other
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -165,7 +167,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     if root.is_dir():
         if not args.output and not args.diff:
             raise UsageError(f"{root} is a directory: give an output directory with -o")
-        results, others = _convert_tree(root, args.to, args.quiet)
+        results, others = _convert_tree(root, args.jobs, args.quiet)
     else:
         results, others = [_convert_one(root, Path(root.name), _read(root), args.to)], []
     if args.diff:

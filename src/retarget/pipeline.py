@@ -16,7 +16,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .diagnostics import ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
-from .rewrite.facts import Analysis
+from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports
 from .rewrite.names import TorchNames
 from .rewrite.support import BEGIN, SUPPORT
@@ -77,14 +77,24 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None) -> Conversion:
+def resolve_names(source: str, path: str) -> tuple[cst.Module, dict]:
+    """Parse and resolve torch names: the tree and its `node -> torch qualified name` map."""
+    wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)
+    names = TorchNames()
+    wrapper.visit(names)
+    return wrapper.module, names.qualnames
+
+
+def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None,
+                   external: External | None = None) -> Conversion:
+    """Convert one file; `external` carries what the rest of its package says about its imports."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
     names = TorchNames()
     wrapper.visit(names)
     prepass = Prepass()
     wrapper.module.visit(prepass)
-    analysis = Analysis(wrapper.module, names.qualnames, rules)
+    analysis = Analysis(wrapper.module, names.qualnames, rules, external)
     positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
     facts = analysis.run()
     training = plan_training(wrapper.module, names.qualnames, analysis.module_call_test(facts))

@@ -40,15 +40,27 @@ class FunctionFacts:
     tensor_names: set[str] = field(default_factory=set)
 
 
+class External:
+    """What other files of the package say about names this file imports (none for a lone file).
+
+    `modules` maps a local dotted name (`ConvBlock`, `blocks.ConvBlock`) of an imported module class
+    to its torch layer base (or None); `rngs_functions` are imported functions that build layers."""
+
+    def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None):
+        self.modules = modules or {}
+        self.rngs_functions = rngs_functions or set()
+
+
 @dataclass
 class Facts:
     classes: dict[str, ClassFacts]
     functions: dict[str, FunctionFacts]
     rngs_functions: set[str]
     seeded: set[str] = field(default_factory=set)
+    external: External = field(default_factory=External)
 
     def is_module_class(self, name: str | None) -> bool:
-        return name in self.classes
+        return name in self.classes or name in self.external.modules
 
 
 def _params(node: cst.FunctionDef) -> list[str]:
@@ -96,14 +108,15 @@ class _Collector(cst.CSTVisitor):
 class Analysis:
     """Compute `Facts` for one parsed module."""
 
-    def __init__(self, module: cst.Module, qualnames: dict, rules: RuleSet):
+    def __init__(self, module: cst.Module, qualnames: dict, rules: RuleSet, external: External | None = None):
         self.qualnames, self.rules = qualnames, rules
+        self.external = external or External()
         self.collector = _Collector()
         module.visit(self.collector)
 
     def run(self) -> Facts:
         classes = self._module_classes()
-        facts = Facts(classes, self.collector.functions, set())
+        facts = Facts(classes, self.collector.functions, set(), external=self.external)
         for cls in classes.values():
             self._attribute_types(cls, facts)
         self._class_valued_params(facts)
@@ -123,8 +136,7 @@ class Analysis:
         """A test for calls that build a module: a module class of the file or a torch layer."""
         def is_module_call(call: cst.Call) -> bool:
             rule = self.rules.get("module", self.layer_rule_name(call.func) or "")
-            return (isinstance(call.func, cst.Name) and facts.is_module_class(call.func.value)) or bool(
-                rule and rule.flax)
+            return facts.is_module_class(dotted(call.func)) or bool(rule and rule.flax)
         return is_module_call
 
     def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
@@ -142,8 +154,10 @@ class Analysis:
                 for base in node.bases:
                     qual = self.qualnames.get(base.value)
                     local = dotted(base.value)
-                    if qual == "torch.nn.Module" or self.layer_rule_name(base.value) or local in found:
-                        layer = self.layer_rule_name(base.value) or (found[local].layer_base if local in found else None)
+                    imported = local in self.external.modules
+                    if qual == "torch.nn.Module" or self.layer_rule_name(base.value) or local in found or imported:
+                        layer = self.layer_rule_name(base.value) or (
+                            found[local].layer_base if local in found else self.external.modules.get(local))
                         found[name] = ClassFacts(name, layer)
                         changed = True
                         break
@@ -244,7 +258,7 @@ class Analysis:
         if rule:
             return self.rules.get("module", rule).needs_rngs
         name = dotted(call.func)
-        if facts.is_module_class(name) or name in func.class_values:
+        if facts.is_module_class(name) or name in func.class_values or name in self.external.rngs_functions:
             return True
         callee = self._callee(call, func, facts)
         return callee is not None and callee.key in known

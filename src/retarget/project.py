@@ -1,0 +1,217 @@
+"""Packages: knowledge that crosses files, computed over the whole tree before any file converts.
+
+A class defined in `layers/blocks.py` and instantiated in `model.py` must get `rngs` there; a helper
+that builds layers in one file and is called from another must receive it. Each file's own
+analysis (the one `convert` runs) decides what its top-level classes and functions are; this
+module runs those analyses over every file, feeding each one what the files it imports export,
+until nothing changes (a least fixed point, so the result does not depend on file order). Then the
+files convert independently, in parallel, each with the facts about its own imports.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable
+
+import libcst as cst
+
+from .pipeline import Conversion, convert_source, resolve_names
+from .rewrite.facts import Analysis, External
+from .rules import RuleSet, default_rules
+
+PARALLEL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One Python file of the tree: where it is and the module name other files import it by."""
+    path: Path
+    relative: Path
+    module: str
+    is_package: bool
+
+
+def source_files(root: Path, paths: Iterable[Path]) -> list[SourceFile]:
+    """Module names relative to `root`; a root with `__init__.py` is itself the top package."""
+    prefix = [root.name] if (root / "__init__.py").exists() else []
+    found = []
+    for path in sorted(paths):
+        relative = path.relative_to(root)
+        parts = [*prefix, *relative.with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        found.append(SourceFile(path, relative, ".".join(parts[:-1] if is_package else parts), is_package))
+    return found
+
+
+def _absolute(file: SourceFile, level: int, name: str) -> str:
+    """The absolute module of `from <level dots><name> import ...` written in `file`."""
+    if not level:
+        return name
+    package = file.module.split(".") if file.is_package else file.module.split(".")[:-1]
+    base = package[:len(package) - (level - 1)] if level > 1 else package
+    return ".".join([*base, name] if name else base)
+
+
+def import_bindings(module: cst.Module, file: SourceFile) -> dict[str, str]:
+    """Local name -> absolute dotted target, for every import statement of the file."""
+    bindings: dict[str, str] = {}
+
+    class _Imports(cst.CSTVisitor):
+        def visit_Import(self, node: cst.Import) -> None:
+            for alias in node.names:
+                target = cst.helpers.get_full_name_for_node(alias.name) or ""
+                if alias.asname:
+                    bindings[alias.asname.name.value] = target
+                else:
+                    bindings.setdefault(target.split(".")[0], target.split(".")[0])
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+            if isinstance(node.names, cst.ImportStar):
+                return
+            source = _absolute(file, len(node.relative), cst.helpers.get_full_name_for_node(node.module)
+                               if node.module else "")
+            for alias in node.names:
+                name = alias.name.value if isinstance(alias.name, cst.Name) else ""
+                local = alias.asname.name.value if alias.asname else name
+                bindings[local] = f"{source}.{name}" if source else name
+
+    module.visit(_Imports())
+    return bindings
+
+
+@dataclass
+class ProjectFacts:
+    """What the package's files export: module classes (with their torch layer base), functions
+    that build layers, and the names files re-export (`from .blocks import ConvBlock`)."""
+    module_classes: dict[str, str | None] = field(default_factory=dict)
+    rngs_functions: set[str] = field(default_factory=set)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
+
+    def resolve(self, name: str) -> str:
+        """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
+        for _ in range(32):  # re-export chains are short; a cycle must not hang
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):
+                head = ".".join(parts[:cut])
+                if head in self.aliases and self.aliases[head] != head:
+                    name = ".".join([self.aliases[head], *parts[cut:]])
+                    break
+            else:
+                return name
+        return name
+
+    def external_for(self, bindings: dict[str, str]) -> External:
+        """The facts about one file's imports, keyed by the local dotted names the file uses."""
+        members = self._members()
+        external = External()
+        for local, target in bindings.items():
+            resolved = self.resolve(target)
+            self._note(external, local, resolved)
+            for member in members.get(resolved, ()):
+                self._note(external, f"{local}.{member}", f"{resolved}.{member}")
+        return external
+
+    def _note(self, external: External, local: str, name: str) -> None:
+        if name in self.module_classes:
+            external.modules[local] = self.module_classes[name]
+        if name in self.rngs_functions:
+            external.rngs_functions.add(local)
+
+    def _members(self) -> dict[str, list[str]]:
+        members: dict[str, list[str]] = defaultdict(list)
+        for name in (*self.module_classes, *self.rngs_functions):
+            parent, _, member = name.rpartition(".")
+            members[parent].append(member)
+        return members
+
+
+@dataclass
+class _Indexed:
+    file: SourceFile
+    tree: cst.Module
+    qualnames: dict
+    bindings: dict[str, str]
+
+
+def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
+    """Record what one file exports, given what is known so far about its imports."""
+    analysis = Analysis(item.tree, item.qualnames, rules, facts.external_for(item.bindings))
+    found = analysis.run()
+    prefix = item.file.module
+    for stmt in item.tree.body:
+        if isinstance(stmt, cst.ClassDef) and stmt.name.value in found.classes:
+            facts.module_classes[f"{prefix}.{stmt.name.value}"] = found.classes[stmt.name.value].layer_base
+        elif isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.rngs_functions:
+            facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
+    for local, target in item.bindings.items():
+        facts.aliases[f"{prefix}.{local}"] = target
+
+
+def index_project(files: list[SourceFile], texts: dict[Path, str],
+                  rules: RuleSet | None = None) -> tuple[ProjectFacts, dict[Path, dict[str, str]]]:
+    """Cross-file facts, and each file's import bindings: every file's analysis repeated until no
+    file exports anything new."""
+    rules = rules or default_rules()
+    indexed = []
+    for file in files:
+        tree, qualnames = resolve_names(texts[file.path], str(file.path))
+        indexed.append(_Indexed(file, tree, qualnames, import_bindings(tree, file)))
+    facts = ProjectFacts()
+    while True:
+        before = facts.size()
+        for item in indexed:
+            _export(item, facts, rules)
+        if facts.size() == before:
+            return facts, {item.file.path: item.bindings for item in indexed}
+
+
+@dataclass
+class FileResult:
+    """One converted file of a tree."""
+    file: SourceFile
+    original: str
+    conversion: Conversion
+
+
+def _convert_job(job: tuple[str, str, External]) -> Conversion:
+    text, path, external = job
+    return convert_source(text, path, external=external)
+
+
+def convert_files(files: list[SourceFile], texts: dict[Path, str], *, jobs: int | None = None,
+                  progress: Callable[[int, int, SourceFile], None] | None = None) -> list[FileResult]:
+    """Index the package, then convert every file with the facts about its imports, in parallel
+    when there are enough files. Results come back in `files` order: the output is deterministic."""
+    facts, bindings = index_project(files, texts)
+    work = [(texts[f.path], str(f.path), facts.external_for(bindings[f.path])) for f in files]
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            conversions = pool.map(_convert_job, work, chunksize=max(1, len(work) // (jobs * 8)))
+            return _collect(files, texts, conversions, progress)
+    return _collect(files, texts, map(_convert_job, work), progress)
+
+
+def _collect(files, texts, conversions, progress) -> list[FileResult]:
+    results = []
+    for i, (file, conversion) in enumerate(zip(files, conversions), 1):
+        results.append(FileResult(file, texts[file.path], conversion))
+        if progress:
+            progress(i, len(files), file)
+    return results
+
+
+def progress_bar(done: int, total: int, file: SourceFile) -> None:
+    """`[#######.......] 12/40 pkg/model.py` on stderr, rewritten in place."""
+    width = 24
+    filled = width * done // total
+    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {file.relative}"
+    print(line[:120].ljust(80), end="\n" if done == total else "", file=sys.stderr, flush=True)

@@ -1,0 +1,1 @@
+"""A small model package: layers subpackage, model file, variants, training script."""

@@ -1,0 +1,2 @@
+from .blocks import ConvBNAct, make_stage
+from .head import ClassifierHead
