@@ -54,16 +54,13 @@ def _convert(body: str, name: str):
     return result.code, import_source(result.code, name)
 
 
-_KEEP_ALIVE = []  # Flax caches per object id: a reused id of a collected model can serve a stale cache entry
-
-
 def _models():
     torch.manual_seed(0)
     tmodel = torch.nn.Linear(5, 3)
     fmodel = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
-    fmodel.kernel[...] = jnp.array(tmodel.weight.detach().numpy().T, copy=True)  # never alias torch memory
-    fmodel.bias[...] = jnp.array(tmodel.bias.detach().numpy(), copy=True)
-    _KEEP_ALIVE.append(fmodel)
+    # Host copies first: JAX may read a host buffer after returning, and torch updates these in place.
+    fmodel.kernel[...] = jnp.asarray(tmodel.weight.detach().numpy().T.copy())
+    fmodel.bias[...] = jnp.asarray(tmodel.bias.detach().numpy().copy())
     return tmodel, fmodel
 
 

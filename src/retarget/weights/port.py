@@ -113,6 +113,8 @@ def port_weights(state_dict: Mapping[str, Any], model: nnx.Module, *, rules: Rul
     check_fit(entries, {k: a.shape for k, a in arrays.items()}, unmapped)
     values = _converted_values(entries, arrays)
     for e in entries:
-        # jnp.array copies: a zero-copy view would alias the torch tensor, which torch may update in place
-        e.variable[...] = jnp.array(values[id(e.variable)], dtype=e.variable.dtype, copy=True)
+        # Copy on the host first: JAX may read a host buffer after returning (even with copy=True), and
+        # torch may update that tensor in place meanwhile (training the torch model right after porting).
+        private = np.array(values[id(e.variable)], dtype=e.variable.dtype, copy=True)
+        e.variable[...] = jnp.asarray(private)
     return model
