@@ -13,7 +13,7 @@ import libcst as cst
 import pytest
 
 import retarget
-from retarget.rewrite.support import BEGIN, SUPPORT
+from retarget.rewrite.support import BEGIN, END, SUPPORT
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.case"))
 SECTION = re.compile(r"^=== (\w+) ===$", re.M)
@@ -37,7 +37,9 @@ def split_helpers(code: str) -> tuple[str, list[str]]:
     if helpers and len(body) > 0:
         index = next(i for i, s in enumerate(module.body) if s not in body) if helpers else 0
         if index < len(body):
-            body[index] = body[index].with_changes(leading_lines=body[index].leading_lines[2:])
+            lines = body[index].leading_lines
+            end = next(i for i, line in enumerate(lines) if line.comment and line.comment.value == END)
+            body[index] = body[index].with_changes(leading_lines=lines[end + 1:])
     return module.with_changes(body=body).code, helpers
 
 

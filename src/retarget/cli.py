@@ -1,9 +1,10 @@
-"""Command line: `retarget convert PATH [-o OUT] [--to flax] [--diff]` and
+"""Command line: `retarget convert PATH [-o OUT] [--diff] [--check] [--report HTML] [--report-json JSON]` and
 `retarget weights SRC -o OUT --model FILE.py:Class [--args JSON] [--to flax|torch] [--verify]`.
 
 Exit status: 0 converted cleanly, 1 converted with escape hatches left
 (`# RETARGET-TODO(...)` markers, listed on stderr), 2 bad input (syntax error,
-missing path, ...) with nothing written. stdout only ever carries converted
+missing path, ...) with nothing written. `--check` writes no code and exits 1 when converting would
+change a file (or, with -o, the existing output). stdout only ever carries converted
 code or a diff; messages go to stderr.
 """
 from __future__ import annotations
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("-o", "--output", help="output file or directory (a file input without -o prints to stdout)")
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
     conv.add_argument("--diff", action="store_true", help="show a unified diff instead of writing")
+    conv.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    conv.add_argument("--report-json", metavar="JSON", help="write the report as JSON")
+    conv.add_argument("--check", action="store_true",
+                      help="write no code; exit 1 if converting would change a file (or, with -o, the output)")
     conv.add_argument("-j", "--jobs", type=int, help="worker processes for a directory (default: all cores)")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress or diagnostics on stderr")
     _weights_parser(sub)
@@ -156,23 +161,57 @@ def _report(results: list[Converted], quiet: bool) -> int:
     return EXIT_ESCAPES if diagnostics else EXIT_CLEAN
 
 
-def _run_convert(args: argparse.Namespace) -> int:
+def _convert_input(args: argparse.Namespace) -> tuple[list[Converted], list[Path], Path | None]:
+    """Convert stdin, one file or a tree; nothing is written yet."""
     if args.path == "-":
-        results = [_convert_one(None, Path("stdin.py"), sys.stdin.read(), args.to)]
-        sys.stdout.write(_diff(results[0]) if args.diff else results[0].code)
-        return _report(results, args.quiet)
+        return [_convert_one(None, Path("stdin.py"), sys.stdin.read(), args.to)], [], None
     root = Path(args.path)
     if not root.exists():
         raise UsageError(f"{root}: no such file or directory")
     if root.is_dir():
-        if not args.output and not args.diff:
+        if not (args.output or args.diff or args.check):
             raise UsageError(f"{root} is a directory: give an output directory with -o")
         results, others = _convert_tree(root, args.jobs, args.quiet)
-    else:
-        results, others = [_convert_one(root, Path(root.name), _read(root), args.to)], []
+        return results, others, root
+    return [_convert_one(root, Path(root.name), _read(root), args.to)], [], root
+
+
+def _would_change(results: list[Converted], root: Path | None, output: str | None) -> list[Converted]:
+    """Files whose conversion differs from what is there: the input itself, or with -o the output
+    already written (a committed conversion that is out of date)."""
+    def current(item: Converted) -> str | None:
+        if output is None:
+            return item.original
+        path = Path(output) / item.relative if root is not None and root.is_dir() else Path(output)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    return [item for item in results if current(item) != item.code]
+
+
+def _check(results: list[Converted], root: Path | None, args: argparse.Namespace) -> int:
+    changed = _would_change(results, root, args.output)
+    if not args.quiet:
+        for item in changed:
+            print(f"would change: {item.relative}", file=sys.stderr)
+        print(f"retarget: {len(changed)} of {len(results)} file(s) would change", file=sys.stderr)
+    return EXIT_ESCAPES if changed else EXIT_CLEAN
+
+
+def _write_reports(results: list[Converted], args: argparse.Namespace) -> None:
+    from .report import render_html, report_json
+    if args.report_json:
+        _write_atomic(Path(args.report_json), report_json(results))
+    if args.report:
+        _write_atomic(Path(args.report), render_html(results, f"retarget: {args.path}"))
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    results, others, root = _convert_input(args)
+    _write_reports(results, args)
+    if args.check:
+        return _check(results, root, args)
     if args.diff:
         sys.stdout.write("".join(_diff(item) for item in results))
-    elif root.is_dir():
+    elif root is not None and root.is_dir():
         _write_tree(results, others, root, Path(args.output))
     elif args.output:
         _write_atomic(Path(args.output), results[0].code)

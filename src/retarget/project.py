@@ -210,7 +210,10 @@ def _collect(files, texts, conversions, progress) -> list[FileResult]:
 
 
 def progress_bar(done: int, total: int, file: SourceFile) -> None:
-    """`[#######.......] 12/40 pkg/model.py` on stderr, rewritten in place."""
+    """`[#######.......] 12/40 pkg/model.py` on stderr, rewritten in place (only the last one when
+    stderr is not a terminal, so logs stay readable)."""
+    if done < total and not sys.stderr.isatty():
+        return
     width = 24
     filled = width * done // total
     line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {file.relative}"

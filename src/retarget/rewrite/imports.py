@@ -8,6 +8,7 @@ from __future__ import annotations
 import libcst as cst
 
 from .names import dotted
+from .support import END
 
 KNOWN_IMPORTS = {
     "jax": "import jax",
@@ -203,5 +204,6 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
     if helpers and at + len(new) + len(helpers) < len(body):
         follower = body[at + len(new) + len(helpers)]
         body[at + len(new) + len(helpers)] = follower.with_changes(
-            leading_lines=[cst.EmptyLine(), cst.EmptyLine(), *follower.leading_lines])
+            leading_lines=[cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(END)),
+                           *follower.leading_lines])
     return module.with_changes(body=body)

@@ -16,6 +16,7 @@ SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "recurrent.py", "activations.py", "optim.py",
                  "data.py", "torch_checkpoint.py", "checkpoint.py")
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
+END = "# --- end of retarget helpers ---"
 
 
 class _Names(cst.CSTVisitor):
