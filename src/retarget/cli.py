@@ -93,15 +93,19 @@ def _read(path: Path) -> str:
 
 def _convert_one(source: Path | None, relative: Path, text: str, target: str) -> Converted:
     name = str(source) if source else "<stdin>"
-    result = convert(text, target=target, path=name)
+    if source is not None and source.suffix == ".ipynb":
+        from .notebook import convert_notebook
+        result = convert_notebook(text, name)
+    else:
+        result = convert(text, target=target, path=name)
     return Converted(source, relative, text, result.code, result.diagnostics)
 
 
 def _python_files(root: Path) -> tuple[list[Path], list[Path]]:
     python, other = [], []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            (python if path.suffix == ".py" else other).append(path)
+        if path.is_file() and not {"__pycache__", ".ipynb_checkpoints"} & set(path.parts):
+            (python if path.suffix in (".py", ".ipynb") else other).append(path)
     return python, other
 
 

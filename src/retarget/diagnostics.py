@@ -31,9 +31,11 @@ class Diagnostic:
     code: str
     message: str
     path: str = "<string>"
+    cell: int | None = None  # notebooks: the cell (1-based, markdown cells counted) that `line` is in
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}: {self.code} {self.message}"
+        where = f"cell {self.cell}:" if self.cell is not None else ""
+        return f"{self.path}:{where}{self.line}:{self.column}: {self.code} {self.message}"
 
     @property
     def comment(self) -> str:

@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 import libcst as cst
 
+from .notebook import convert_notebook, notebook_python
 from .pipeline import Conversion, convert_source, resolve_names
 from .rewrite.facts import Analysis, External
 from .rules import RuleSet, default_rules
@@ -162,7 +163,7 @@ def index_project(files: list[SourceFile], texts: dict[Path, str],
     rules = rules or default_rules()
     indexed = []
     for file in files:
-        tree, qualnames = resolve_names(texts[file.path], str(file.path))
+        tree, qualnames = resolve_names(_python_text(file, texts[file.path]), str(file.path))
         indexed.append(_Indexed(file, tree, qualnames, import_bindings(tree, file)))
     facts = ProjectFacts()
     while True:
@@ -181,8 +182,15 @@ class FileResult:
     conversion: Conversion
 
 
+def _python_text(file: SourceFile, text: str) -> str:
+    """What the package analysis reads: the file, or a notebook's code cells joined."""
+    return notebook_python(text, str(file.path)) if file.path.suffix == ".ipynb" else text
+
+
 def _convert_job(job: tuple[str, str, External]) -> Conversion:
     text, path, external = job
+    if path.endswith(".ipynb"):
+        return convert_notebook(text, path, external)
     return convert_source(text, path, external=external)
 
 

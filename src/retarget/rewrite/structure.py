@@ -192,10 +192,17 @@ def isinstance_narrowing(ctx: Context, test: cst.BaseExpression) -> dict[str, tu
     return {}
 
 
-def _suite_statements(suite: cst.BaseSuite) -> list[cst.BaseStatement]:
+def _suite_statements(suite: cst.BaseSuite, owner: cst.BaseCompoundStatement) -> list[cst.BaseStatement]:
+    """The statements of `owner`'s body, to stand in its place: the comments and blank lines above
+    `owner` move onto the first of them, so unwrapping never loses a comment."""
     if isinstance(suite, cst.SimpleStatementSuite):
-        return [cst.SimpleStatementLine(list(suite.body))]
-    return list(suite.body)
+        statements = [cst.SimpleStatementLine(list(suite.body))]
+    else:
+        statements = list(suite.body)
+    if statements and owner.leading_lines:
+        first = statements[0]
+        statements[0] = first.with_changes(leading_lines=[*owner.leading_lines, *first.leading_lines])
+    return statements
 
 
 def fold_constant_if(updated: cst.If):
@@ -204,11 +211,11 @@ def fold_constant_if(updated: cst.If):
     if not isinstance(test, cst.Name) or test.value not in ("True", "False"):
         return updated
     if test.value == "True":
-        return cst.FlattenSentinel(_suite_statements(updated.body))
+        return cst.FlattenSentinel(_suite_statements(updated.body, updated))
     if isinstance(updated.orelse, cst.If):
         return updated.orelse
     if isinstance(updated.orelse, cst.Else):
-        return cst.FlattenSentinel(_suite_statements(updated.orelse.body))
+        return cst.FlattenSentinel(_suite_statements(updated.orelse.body, updated))
     return cst.RemoveFromParent()
 
 
@@ -249,7 +256,7 @@ def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):
         if unknown:
             ctx.escape(original, Escape("RT101", f"context manager `{unknown[0]}` has no rule"))
         return updated
-    return cst.FlattenSentinel(_suite_statements(updated.body))
+    return cst.FlattenSentinel(_suite_statements(updated.body, updated))
 
 
 def attach_comments(diagnostics: list[Diagnostic], node):
