@@ -7,9 +7,11 @@ that `model.train()` / `model.eval()` set.
 """
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
-from ..diagnostics import Diagnostic, Escape
+from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
 from .facts import FunctionFacts
 from .names import dotted
@@ -205,15 +207,18 @@ def _suite_statements(suite: cst.BaseSuite, owner: cst.BaseCompoundStatement) ->
     return statements
 
 
-def fold_constant_if(updated: cst.If):
-    """`if False:` left by a folded guard (`torch.jit.is_scripting()`) keeps only the live branch."""
+def fold_constant_if(updated: cst.If, elif_branch: bool = False):
+    """`if False:` left by a folded guard (`torch.jit.is_scripting()`) keeps only the live branch.
+    An `elif` can only become an `else:` (true) or its own `else` part (false)."""
     test = updated.test
     if not isinstance(test, cst.Name) or test.value not in ("True", "False"):
         return updated
     if test.value == "True":
+        if elif_branch:
+            return cst.Else(body=updated.body, leading_lines=updated.leading_lines)
         return cst.FlattenSentinel(_suite_statements(updated.body, updated))
-    if isinstance(updated.orelse, cst.If):
-        return updated.orelse
+    if isinstance(updated.orelse, cst.If) or elif_branch:
+        return updated.orelse or cst.RemoveFromParent()
     if isinstance(updated.orelse, cst.Else):
         return cst.FlattenSentinel(_suite_statements(updated.orelse.body, updated))
     return cst.RemoveFromParent()
@@ -257,6 +262,17 @@ def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):
             ctx.escape(original, Escape("RT101", f"context manager `{unknown[0]}` has no rule"))
         return updated
     return cst.FlattenSentinel(_suite_statements(updated.body, updated))
+
+
+MARKER_COMMENT = re.compile(rf"^# {MARKER}\((RT\d+)\): (.*)$")
+
+
+def report_kept_markers(ctx: Context, node: cst.SimpleStatementLine) -> bool:
+    """Re-report the escape-hatch markers above a line (output converted again); whether it has any."""
+    found = [MARKER_COMMENT.match(line.comment.value) for line in node.leading_lines if line.comment]
+    for match in filter(None, found):
+        ctx.report(node, Escape(match[1], match[2]))
+    return any(found)
 
 
 def attach_comments(diagnostics: list[Diagnostic], node):

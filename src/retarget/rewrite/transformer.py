@@ -36,11 +36,15 @@ class Converter(cst.CSTTransformer):
         self.structural_calls = prepass.structural_calls
         self.operands = prepass.operands
         self.imported_names = prepass.imported_names
+        self.imports_jax = prepass.imports_jax
+        self.elifs = prepass.elifs
 
     # -- escape-hatch comments, one frame per statement ----------------------
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
             self.ctx.frames.append([])
+        if isinstance(node, cst.SimpleStatementLine) and structure.report_kept_markers(self.ctx, node):
+            return False  # retarget kept this line on purpose before: converting again changes nothing
         return super().on_visit(node)
 
     def on_leave(self, original: cst.CSTNode, updated):
@@ -72,7 +76,7 @@ class Converter(cst.CSTTransformer):
 
     def leave_If(self, original: cst.If, updated: cst.If):
         self.ctx.narrowed.pop()
-        return structure.fold_constant_if(updated)
+        return structure.fold_constant_if(updated, elif_branch=original in self.elifs)
 
     # -- expressions -----------------------------------------------------------
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
@@ -129,6 +133,8 @@ class Converter(cst.CSTTransformer):
             method = original.func.attr.value
             if (dotted(original.func.value) or "").split(".")[0] in self.imported_names:
                 return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
+            if self.imports_jax or _is_jax_at(original.func.value):
+                return None  # a JAX file (`x.at[i].add(v)`, `x.flatten()`): methods of JAX arrays
             rule = ctx.rules.get("method", method)
             if rule is None:
                 return self._unknown_method(original, method)
@@ -227,6 +233,12 @@ class Converter(cst.CSTTransformer):
         return structure.unwrap_noop_context(self.ctx, original, updated)
 
 
+def _is_jax_at(receiver: cst.BaseExpression) -> bool:
+    """`x.at[...]`: the receiver of JAX's functional index updates."""
+    return isinstance(receiver, cst.Subscript) and isinstance(receiver.value, cst.Attribute) and (
+        receiver.value.attr.value == "at")
+
+
 class Prepass(cst.CSTVisitor):
     """Nodes whose role depends on their parent: call targets and expression statements."""
 
@@ -239,17 +251,25 @@ class Prepass(cst.CSTVisitor):
         self.operands: set = set()
         self.imported_names: set[str] = set()
         self.param_groups = False
+        self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
+        self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
         for alias in node.names:
             self.imported_names.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0])
+            self.imports_jax |= (dotted(alias.name) or "").split(".")[0] in ("jax", "flax")
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        self.imports_jax |= (dotted(node.module) if node.module else "").split(".")[0] in ("jax", "flax")
         if not isinstance(node.names, cst.ImportStar):
             self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
         return False
+
+    def visit_If(self, node: cst.If) -> None:
+        if isinstance(node.orelse, cst.If):
+            self.elifs.add(node.orelse)
 
     def visit_Annotation(self, node: cst.Annotation) -> None:
         self._annotations += 1
