@@ -8,6 +8,7 @@ lines skipped); after the data/model cell it gives the converted side torch's da
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,17 @@ def test_notebook_in_a_package_uses_its_classes(tmp_path):
     assert main(["convert", str(src), "-o", str(tmp_path / "out"), "-q"]) == 0
     out = json.loads((tmp_path / "out" / "use.ipynb").read_text())
     assert "".join(out["cells"][0]["source"]).endswith("model = Tiny(rngs=nnx.Rngs(0))")
+
+
+def test_report_shows_notebook_cells_and_links_escapes(tmp_path):
+    notebook = json.loads(NOTEBOOK.read_text())
+    notebook["cells"][7]["source"] = ["y = torch.special.i0e(xs)\n"]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "nb.ipynb").write_text(json.dumps(notebook))
+    assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "-q",
+                 "--report", str(tmp_path / "r.html")]) == 1
+    page = (tmp_path / "r.html").read_text()
+    assert "# [cell 8]" in page and "nb.ipynb, cell 8, line 1" in page
+    link = re.search(r'href="#(file-0-L\d+)"', page)[1]
+    row = re.search(rf'id="{link}">\d+</td><td class="([^"]+)">(.*?)</td>', page)
+    assert "untranslated" in row[1] and "torch.special.i0e(xs)" in row[2]

@@ -3,6 +3,7 @@ same inputs; results equal to float32 precision (booleans and integers exactly),
 (int64 results are int32: JAX runs 32-bit unless x64 is enabled)."""
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -39,7 +40,7 @@ def test_rule_matches_torch(converted, index):
     rng = np.random.default_rng(index)
     x, y = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(2))
     expected = getattr(torch_side, f"f{index}")(torch.tensor(x), torch.tensor(y))
-    got = getattr(flax_side, f"f{index}")(x, y)
+    got = getattr(flax_side, f"f{index}")(jnp.asarray(x), jnp.asarray(y))
     if isinstance(expected, torch.Tensor):
         want = expected.numpy().dtype
         assert np.asarray(got).dtype == (np.int32 if want == np.int64 else want)  # JAX runs 32-bit

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("-j", "--jobs", type=int, help="worker processes for a directory (default: all cores)")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress or diagnostics on stderr")
     _weights_parser(sub)
+    cover = sub.add_parser("coverage", help="rank the torch APIs and tensor methods of a tree that no rule covers")
+    cover.add_argument("path", help="a .py file or a directory tree")
+    cover.add_argument("--top", type=int, default=30, help="how many uncovered names to list (default: 30)")
     return parser
 
 
@@ -302,12 +305,32 @@ def _run_weights(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _run_coverage(args: argparse.Namespace) -> int:
+    """Print the covered share of torch references and the uncovered names, most used first."""
+    from .coverage import PROPERTIES, Usage, covered_share, scan_source, uncovered
+    root = Path(args.path)
+    if not root.exists():
+        raise UsageError(f"{root}: no such file or directory")
+    usage = Usage()
+    for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+        usage += scan_source(path.read_text(encoding="utf-8", errors="replace"))
+    apis, methods = uncovered(usage)
+    total = sum(usage.apis.values()) + sum(usage.methods.values())
+    print(f"{total} torch references, {covered_share(usage):.1%} covered by rules")
+    ranked = sorted([*((n, k) for k, n in apis.items()), *((n, f".{k}" + ("" if k in PROPERTIES else "()")) for k, n in methods.items())],
+                    key=lambda item: (-item[0], item[1]))
+    for count, name in ranked[:args.top]:
+        print(f"{count:6}  {name}")
+    return EXIT_CLEAN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .weights.port import WeightsError
     from .weights.safetensors_io import CheckpointError
     try:
-        return _run_weights(args) if args.command == "weights" else _run_convert(args)
+        runners = {"weights": _run_weights, "convert": _run_convert, "coverage": _run_coverage}
+        return runners[args.command](args)
     except (CheckpointError, WeightsError) as exc:
         print(f"\nretarget: error: {exc}", file=sys.stderr)
         print("retarget: nothing was written", file=sys.stderr)

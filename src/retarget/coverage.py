@@ -67,17 +67,26 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _is_tensor_method(func: ast.Attribute) -> bool:
+def _imported_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def _is_tensor_method(func: ast.Attribute, imported: set[str]) -> bool:
+    """`x.view(...)`, not `self.view(...)` (the class's own) or `np.mean(...)` (a module function)."""
     name = func.attr
-    if isinstance(func.value, ast.Name) and func.value.id in ("self", "super", "cls"):
+    if isinstance(func.value, ast.Name) and (func.value.id in ("self", "super", "cls") or func.value.id in imported):
         return False
     return name in tensor_method_names() and name not in AMBIGUOUS and name not in PROPERTIES and not (
         name.startswith("_") and not name.endswith("_"))
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, bindings: dict[str, str]):
-        self.bindings, self.usage = bindings, Usage()
+    def __init__(self, bindings: dict[str, str], imported: set[str]):
+        self.bindings, self.imported, self.usage = bindings, imported, Usage()
 
     def _torch_name(self, node: ast.AST) -> str | None:
         name = _dotted(node)
@@ -88,7 +97,7 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Attribute) and self._torch_name(func) is None and _is_tensor_method(func):
+        if isinstance(func, ast.Attribute) and self._torch_name(func) is None and _is_tensor_method(func, self.imported):
             self.usage.methods[func.attr] += 1
         self.generic_visit(node)
 
@@ -120,7 +129,7 @@ def scan_source(text: str) -> Usage:
     bindings = _torch_bindings(tree)
     if not bindings:
         return Usage()
-    scanner = _Scanner(bindings)
+    scanner = _Scanner(bindings, _imported_names(tree))
     scanner.visit(tree)
     return scanner.usage
 

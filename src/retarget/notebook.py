@@ -120,6 +120,23 @@ def convert_notebook(text: str, path: str = "<notebook>", external: External | N
     return Conversion(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", diagnostics)
 
 
+def cells_text(text: str) -> tuple[str, dict[int, int]]:
+    """A notebook's code cells as one text under `# [cell N]` headers (for reading, as in the
+    report), and the line where each cell's code starts."""
+    try:
+        cells = load(text, "<notebook>")["cells"]
+    except ConversionError:
+        return text, {}
+    parts, starts, line = [], {}, 1
+    for index, cell in enumerate(cells, 1):
+        if cell.get("cell_type") == "code":
+            body = _source(cell).rstrip("\n")
+            parts.append(f"# [cell {index}]\n{body}\n\n")
+            starts[index] = line + 1
+            line += body.count("\n") + 3
+    return "".join(parts), starts
+
+
 def notebook_python(text: str, path: str) -> str:
     """The joined code of a notebook, for package-wide analysis."""
     return joined_source(load(text, path))[0]

@@ -11,9 +11,11 @@ import difflib
 import html
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from .diagnostics import CODES, MARKER, Diagnostic
+from .notebook import cells_text
 from .rewrite.support import BEGIN, END
 
 class ConvertedFile(Protocol):
@@ -119,9 +121,9 @@ def _where(entry: dict) -> str:
     return f'{cell}line {entry["line"]}'
 
 
-def _escapes(data: dict) -> str:
+def _escapes(data: dict, views: list["_View"]) -> str:
     items = "".join(
-        f'<li class="escape"><code>{e["code"]}</code> <a href="#file-{i}-L{e["line"]}">'
+        f'<li class="escape"><code>{e["code"]}</code> <a href="#file-{i}-L{views[i].line_of(e)}">'
         f'{html.escape(f["path"])}, {_where(e)}</a>: {html.escape(e["message"])}</li>'
         for i, f in enumerate(data["files"]) for e in f["escapes"])
     return f'<h2>Escape hatches</h2><ul id="escapes">{items or "<li>none: everything converted</li>"}</ul>'
@@ -173,17 +175,37 @@ def _folded(file_id: int, rows: list[str], label: str) -> str:
             f'</tbody><tbody id="{target}" hidden>{"".join(rows)}</tbody>')
 
 
-def _side_by_side(file_id: int, item: ConvertedFile) -> str:
+@dataclass
+class _View:
+    """The texts shown side by side: the files, or for a notebook its code cells under headers."""
+    original: str
+    code: str
+    cell_starts: dict[int, int]  # notebook cell -> line of its first code line in the view
+
+    def line_of(self, escape: dict) -> int:
+        cell = escape.get("cell")
+        return escape["line"] if cell is None else self.cell_starts.get(cell, 1) + escape["line"] - 1
+
+
+def _view(item: ConvertedFile) -> _View:
+    if not str(item.relative).endswith(".ipynb"):
+        return _View(item.original, item.code, {})
+    original, starts = cells_text(item.original)
+    return _View(original, cells_text(item.code)[0], starts)
+
+
+def _side_by_side(file_id: int, item: ConvertedFile, view: _View) -> str:
     """Original and converted code aligned line by line; the copied helpers in one folded block."""
     flagged: dict[int, int] = {}
     for diag in item.diagnostics:
-        flagged[diag.line] = min(diag.column, flagged.get(diag.line, diag.column))
-    lines = item.code.splitlines()
+        line = view.line_of(_escape_entry(diag))
+        flagged[line] = min(diag.column, flagged.get(line, diag.column))
+    lines = view.code.splitlines()
     helpers = _helper_span(lines)
     numbered = [(text, i + 1) for i, text in enumerate(lines) if i not in helpers]
     helper_rows = [_row("added", ("", None), (lines[i], i + 1), file_id, flagged) for i in helpers]
     rows, pending = [], bool(helper_rows)
-    for kind, left, right in _aligned_rows(item.original.splitlines(), numbered):
+    for kind, left, right in _aligned_rows(view.original.splitlines(), numbered):
         if pending and right[1] is not None and right[1] > helpers.start:
             rows.append(_folded(file_id, helper_rows, f"{len(helpers)} lines of helpers copied in"))
             pending = False
@@ -197,11 +219,12 @@ def _side_by_side(file_id: int, item: ConvertedFile) -> str:
 def render_html(results: Sequence[ConvertedFile], title: str = "retarget conversion report") -> str:
     """One self-contained page (inline style and script, no external resources)."""
     data = report_data(results)
+    views = [_view(item) for item in results]
     order = sorted(range(len(results)), key=lambda i: STATUS_ORDER[data["files"][i]["status"]])  # work first
     sections = "".join(
         f'<section class="file" id="file-{i}"><h2>{html.escape(str(results[i].relative))} '
-        f'{_badge(data["files"][i]["status"])}</h2>{_side_by_side(i, results[i])}</section>' for i in order)
+        f'{_badge(data["files"][i]["status"])}</h2>{_side_by_side(i, results[i], views[i])}</section>' for i in order)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{STYLE}</style></head><body><header><h1>{html.escape(title)}</h1></header><main>'
-            f'{_summary(data)}{_counts(data)}{_files(data)}{_escapes(data)}<h2>Side by side (files that need attention first)</h2>{sections}'
+            f'{_summary(data)}{_counts(data)}{_files(data)}{_escapes(data, views)}<h2>Side by side (files that need attention first)</h2>{sections}'
             f'</main><script>{SCRIPT}</script></body></html>\n')
