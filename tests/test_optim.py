@@ -118,3 +118,41 @@ def test_scheduler_learning_rates_and_steps_match_torch(expr):
         tsched.step()
         fsched.step()
     _assert_same(tmodel, fmodel)
+
+
+PARAM_GROUPS = """import torch
+
+
+def make(model):
+    return torch.optim.{opt}
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def get_lr(optimizer):
+    return optimizer.param_groups[0]["lr"]
+"""
+
+
+@pytest.mark.parametrize("opt", ["SGD(model.parameters(), lr=0.1, momentum=0.9)",
+                                 "Adam(model.parameters(), lr=0.01, betas=(0.8, 0.95))"])
+def test_param_groups_learning_rate_writes_and_reads(opt):
+    """A manual schedule through `param_groups`: each step uses the rate just written, as in torch."""
+    source = PARAM_GROUPS.format(opt=opt)
+    result = retarget.convert(source)
+    assert result.clean, result.diagnostics
+    assert "param_groups(optimizer)" in result.code and "inject_hyperparams" in result.code
+    tmod, fmod = import_source(source, f"pg_torch_{len(opt)}"), import_source(result.code, f"pg_flax_{len(opt)}")
+    tmodel, fmodel = _models()
+    topt, fopt = tmod.make(tmodel), fmod.make(fmodel)
+    for step in range(STEPS):
+        for module, optimizer in ((tmod, topt), (fmod, fopt)):
+            module.set_lr(optimizer, 0.1 * 0.5 ** step)
+        assert fmod.get_lr(fopt) == pytest.approx(tmod.get_lr(topt), rel=1e-7)
+        _step_both(topt, tmodel, fopt, fmodel, step)
+    _assert_same(tmodel, fmodel)
+    if "betas" in opt:
+        assert fmod.param_groups(fopt)[0]["betas"] == pytest.approx(topt.param_groups[0]["betas"])

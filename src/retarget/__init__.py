@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .diagnostics import ConversionError, Diagnostic
 from .pipeline import Conversion, convert_source
-from .weights.port import WeightsError, port_weights
 
 __all__ = ["convert", "port_weights", "Conversion", "Diagnostic", "ConversionError", "WeightsError"]
 TARGETS = ("flax",)
@@ -19,3 +18,12 @@ def convert(source: str, *, target: str = "flax", path: str = "<string>") -> Con
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
     return convert_source(source, path)
+
+
+def __getattr__(name: str):
+    """`port_weights` and `WeightsError` load JAX and Flax: imported on first use, so converting
+    source (the CLI, each parallel worker) does not pay for them."""
+    if name in ("port_weights", "WeightsError"):
+        from .weights import port
+        return getattr(port, name)
+    raise AttributeError(f"module 'retarget' has no attribute {name!r}")

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from . import TARGETS, convert
 from .atomic import atomic_output
 from .diagnostics import ConversionError, Diagnostic
@@ -264,6 +262,7 @@ def _open_source(args: argparse.Namespace, model):
 
 
 def _run_weights(args: argparse.Namespace) -> int:
+    import numpy as np
     from flax import nnx
 
     from .weights.convert import abstract_model, convert_weights, export_torch, load_model_class

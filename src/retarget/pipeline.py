@@ -17,7 +17,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from .diagnostics import ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
-from .rewrite.imports import fix_imports
+from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import TorchNames
 from .rewrite.support import BEGIN, SUPPORT
 from .rewrite.training import plan_training
@@ -102,7 +102,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))
-    helpers = _helper_names(converted, ctx.support, ctx)
+    used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
+    helpers = _helper_names(converted, ctx.support & used, ctx)
     converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))

@@ -182,7 +182,10 @@ class Converter(cst.CSTTransformer):
         if qual is not None:
             return self._torch_reference(original, updated, qual)
         prop = self.ctx.rules.get("property", original.attr.value)
-        if prop and self.ctx.module_class is not None and not self._is_module(original.value):
+        # ambiguous properties (`.data`, `.device`) are tensors' only inside model code
+        if prop and (self.ctx.module_class is not None or not prop.ambiguous) and not self._is_module(
+                original.value) and not self.imports_jax:
+            self.ctx.support.update(prop.support)
             return prop.templates[0].render({"self": updated.value}, {})
         return structure.rewrite_attribute(self.ctx, original, updated)
 

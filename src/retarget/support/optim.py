@@ -128,6 +128,48 @@ def set_hyperparam(optimizer, name, value):
     optimizer.opt_state.hyperparams[name][...] = value
 
 
+class ParamGroup:
+    """torch's `optimizer.param_groups[i]` over an Optax optimizer built with
+    `optax.inject_hyperparams` (one group: the whole model): `group['lr'] = v` sets the learning
+    rate of the next update, `group['lr']` reads it; `betas` reads and writes `b1`, `b2`."""
+    NAMES = {"lr": "learning_rate"}
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def _slot(self, key):
+        hyperparams = self.optimizer.opt_state.hyperparams
+        name = self.NAMES.get(key, key)
+        if name not in hyperparams:
+            raise KeyError(f"{key!r} is not a hyperparameter of this optimizer ({', '.join(hyperparams)})")
+        return hyperparams[name]
+
+    def __getitem__(self, key):
+        if key == "betas":
+            return self["b1"], self["b2"]
+        return float(self._slot(key)[...])
+
+    def __setitem__(self, key, value):
+        if key == "betas":
+            self["b1"], self["b2"] = value
+        else:
+            self._slot(key)[...] = value
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self):
+        return [{v: k for k, v in self.NAMES.items()}.get(n, n) for n in self.optimizer.opt_state.hyperparams]
+
+
+def param_groups(optimizer):
+    """The optimizer's parameter groups as torch lists them (a single group here)."""
+    return [ParamGroup(optimizer)]
+
+
 def initial_lr(optimizer):
     """The learning rate the optimizer was built with (torch's `initial_lr`), kept across schedulers."""
     if not hasattr(optimizer, "initial_lr"):

@@ -8,8 +8,10 @@ conversions and to go back to PyTorch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: converting source (rules only) never needs it
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class Transform:
 
     def apply(self, array: np.ndarray, buffer: np.ndarray | None = None) -> np.ndarray:
         """The Flax-layout array; a 2-D transpose is written into `buffer` (uint8) when it fits."""
+        import numpy as np
         if self.name == "identity":
             return array
         if self.name == "transpose":
@@ -28,7 +31,8 @@ class Transform:
     def invert(self, array: np.ndarray) -> np.ndarray:
         if self.name in ("identity", "transpose"):
             return self.apply(array)  # both are their own inverse
-        return np.ascontiguousarray(np.transpose(array, np.argsort(self.axes)))
+        import numpy as np
+        return np.ascontiguousarray(np.transpose(array, _inverse(self.axes)))
 
     def target_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if self.name == "identity":
@@ -44,11 +48,17 @@ class Transform:
             return tuple(shape)
         if self.name == "transpose":
             return tuple(reversed(shape))
-        return tuple(shape[a] for a in np.argsort(self.axes))
+        return tuple(shape[a] for a in _inverse(self.axes))
+
+
+def _inverse(axes: tuple[int, ...]) -> list[int]:
+    """The permutation that undoes `axes`."""
+    return sorted(range(len(axes)), key=axes.__getitem__)
 
 
 def transpose_2d(array: np.ndarray, buffer: np.ndarray | None = None, tile: int = 256) -> np.ndarray:
     """A contiguous transpose done in cache-sized tiles (about 3x numpy's strided copy on large matrices)."""
+    import numpy as np
     rows, cols = array.shape
     if rows * cols < tile * tile:
         return np.ascontiguousarray(array.T)
