@@ -79,6 +79,21 @@ def test_gpt_adamw_warmup_cosine_clipping():
     _compare(tmod.train(tmodel, torch.tensor(data)), fmod.train(fmodel, data))
 
 
+def test_gradient_accumulation():
+    """backward() every batch, step()/zero_grad() every third: the update uses the summed gradients."""
+    tmod, fmod, code = _load("accumulate")
+    assert "accumulated_grads = add_grads(accumulated_grads, grads)" in code
+    assert "optimizer.update(model, accumulated_grads)" in code and "RETARGET-TODO" not in code
+    tmodel, fmodel = _pair(tmod, fmod, "MLP")
+    X, y = _data(5, ((48, 8), "float"), ((48,), 3))
+    expected = tmod.train(tmodel, torch.tensor(X), torch.tensor(y))
+    got = fmod.train(fmodel, X, y)
+    assert expected[1] != pytest.approx(expected[0], rel=1e-3)  # the updates happened
+    _compare(expected, got)
+    np.testing.assert_allclose(np.asarray(fmodel.fc1.kernel[...]), tmodel.fc1.weight.detach().numpy().T,
+                               rtol=1e-4, atol=1e-5)
+
+
 def _noise(shape) -> np.ndarray:
     return np.random.default_rng(len(shape) * 7 + shape[-1]).standard_normal(shape).astype(np.float32)
 
@@ -95,7 +110,7 @@ def test_vae_reparameterisation(monkeypatch):
     _compare(expected, fmod.train(fmodel, X))
 
 
-@pytest.mark.parametrize("name", ["mlp_adam", "cnn_sgd", "gpt_adamw", "vae"])
+@pytest.mark.parametrize("name", ["mlp_adam", "cnn_sgd", "gpt_adamw", "vae", "accumulate"])
 def test_converted_script_runs_end_to_end(name, tmp_path, capsys):
     _, fmod, _ = _load(name)
     cwd = os.getcwd()
@@ -140,3 +155,34 @@ def test_load_state_dict_reports_every_mismatch(tmp_path):
              "extra.weight": np.zeros((1,), np.float32)}
     with pytest.raises(Exception, match="missing features.0.weight.*unexpected extra.weight.*shape of head.bias"):
         fmod.load_state_dict(model, state)
+
+
+UNMATCHED = '''import torch
+
+
+def probe(model, x):
+    loss = model(x).sum()
+    loss.backward()
+    return [p.grad for p in model.parameters()]
+
+
+def apply(model, optimizer):
+    optimizer.step()
+
+
+def train(model, x):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.step()
+'''
+
+
+def test_unmatched_backward_and_step_are_reported_with_the_functional_code():
+    """No optimizer for a backward(), a step() with no backward(): kept, marked RT110, with the
+    functional code to write in the user's names."""
+    result = retarget.convert(UNMATCHED, path="unmatched.py")
+    found = [(d.line, d.code) for d in result.diagnostics if d.code == "RT110"]
+    assert found == [(6, "RT110"), (11, "RT110"), (17, "RT110")]
+    message = next(d.message for d in result.diagnostics if d.line == 6)
+    assert "nnx.value_and_grad(loss_fn)" in message and "`def loss_fn(" in message
+    assert result.code.count("# RETARGET-TODO(RT110)") == 3 and "loss.backward()" in result.code

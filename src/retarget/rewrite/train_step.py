@@ -66,11 +66,11 @@ def step_function(step: TrainStep, forward: list[cst.BaseStatement],
     returned = f"{step.loss}, {aux_value}" if aux else step.loss
     grad_lhs = f"({step.loss}, {aux_value})" if aux else step.loss
     has_aux = ", has_aux=True" if aux else ""
+    update = "" if step.accumulate else f"    {step.optimizer}.update({step.model}, grads)\n"
     source = (f"@nnx.jit\ndef {step.name}({', '.join(step.inputs)}):\n"
               f"    def loss_fn({step.model}):\n        pass\n"
               f"    {grad_lhs}, grads = nnx.value_and_grad(loss_fn{has_aux})({step.model})\n"
-              f"    {step.optimizer}.update({step.model}, grads)\n"
-              f"    return {_tuple([step.loss, *aux, *clip_out])}\n")
+              f"{update}    return {_tuple(_returned(step))}\n")
     func = cst.parse_statement(source)
     inner = func.body.body[0]
     inner = inner.with_changes(body=inner.body.with_changes(body=[*forward, cst.parse_statement(f"return {returned}")]))
@@ -82,9 +82,19 @@ def _bound(stmts: list[cst.BaseStatement]) -> set[str]:
     return set().union(*(names_of(s).binds for s in stmts))
 
 
-def _call_statement(step: TrainStep) -> cst.BaseStatement:
+def _returned(step: TrainStep) -> list[str]:
+    """What the step returns: the loss, values read later, and for accumulation the gradients."""
     aux, clip_out = _results(step)
-    return cst.parse_statement(f"{_tuple([step.loss, *aux, *clip_out])} = {step.name}({', '.join(step.inputs)})\n")
+    return [step.loss, *aux, *clip_out, *(["grads"] if step.accumulate else [])]
+
+
+def _call_statements(ctx: Context, step: TrainStep) -> list[cst.BaseStatement]:
+    call = cst.parse_statement(f"{_tuple(_returned(step))} = {step.name}({', '.join(step.inputs)})\n")
+    if not step.accumulate:
+        return [call]
+    total = ctx.training.accumulators[step.optimizer]
+    ctx.support.add("add_grads")
+    return [call, cst.parse_statement(f"{total} = add_grads({total}, grads)  # backward() adds to .grad\n")]
 
 
 def _emit(ctx: Context, step: TrainStep, updated: dict) -> list[cst.BaseStatement] | Escape:
@@ -95,9 +105,12 @@ def _emit(ctx: Context, step: TrainStep, updated: dict) -> list[cst.BaseStatemen
         return problem
     func = step_function(step, [updated[s] for s in step.forward], clips)
     if step.anchor is None:
-        return [func, _call_statement(step)]
+        return [func, *_call_statements(ctx, step)]
     ctx.pending_steps.setdefault(step.anchor, []).append(func)
-    return [_call_statement(step)]
+    if step.accumulate:  # torch's `.grad` starts empty
+        total = ctx.training.accumulators[step.optimizer]
+        ctx.pending_steps[step.anchor].append(cst.parse_statement(f"{total} = None\n"))
+    return _call_statements(ctx, step)
 
 
 def rewrite_block(ctx: Context, original, updated):
@@ -132,6 +145,17 @@ def _reading_results(body: list, step: TrainStep) -> list[cst.BaseStatement]:
     first, last = body.index(step.forward[0]), body.index(step.forward[-1])
     computed = _bound(step.forward)
     return [s for s in body[first:last] if s not in step.forward and names_of(s).reads & computed]
+
+
+def accumulation_statement(ctx: Context, call: cst.Call) -> cst.BaseSmallStatement | None:
+    """`opt.step()` -> the update with the summed gradients; `opt.zero_grad()` -> reset the sum."""
+    plan = ctx.training
+    if call in plan.updates:
+        opt = plan.updates[call]
+        return cst.Expr(cst.parse_expression(f"{opt}.update({plan.optimizers[opt]}, {plan.accumulators[opt]})"))
+    if call in plan.resets:
+        return cst.Assign([cst.AssignTarget(cst.Name(plan.accumulators[plan.resets[call]]))], cst.Name("None"))
+    return None
 
 
 def define_before_loop(ctx: Context, original, updated):

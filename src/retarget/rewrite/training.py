@@ -119,6 +119,7 @@ class TrainStep:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     anchor: cst.BaseStatement | None = None
+    accumulate: bool = False  # `backward()` whose `step()` comes later: gradients add up until then
 
 
 @dataclass
@@ -130,6 +131,9 @@ class TrainingPlan:
     dropped: set[cst.CSTNode] = field(default_factory=set)
     escapes: dict[cst.CSTNode, Escape] = field(default_factory=dict)
     calls: set[cst.CSTNode] = field(default_factory=set)
+    accumulators: dict[str, str] = field(default_factory=dict)  # optimizer -> name of its summed grads
+    updates: dict[cst.CSTNode, str] = field(default_factory=dict)  # `opt.step()` call -> optimizer
+    resets: dict[cst.CSTNode, str] = field(default_factory=dict)  # `opt.zero_grad()` call -> optimizer
 
 
 class _Reads(cst.CSTVisitor):
@@ -237,7 +241,7 @@ class _Finder(cst.CSTVisitor):
             loss = method_call(stmt, "backward")
             if loss is None:
                 continue
-            step = self._match(body, start, i, loss)
+            step = self._match(body, start, i, loss) or self._accumulating(body, start, i, loss)
             if step is None:
                 self.plan.escapes[_call_of(stmt)] = Escape("RT110", "`backward()` outside a recognised training "
                                                                     "step; " + _suggestion(loss, self.plan))
@@ -264,6 +268,26 @@ class _Finder(cst.CSTVisitor):
         forward = self._model_dependent(forward, {model, *self.modules, *self.plan.optimizers.values()})
         removed = [body[i], *clips, body[j]]
         return self._signature(TrainStep("", opt, model, loss, forward, clips, removed, anchor=self._anchor()))
+
+    def _accumulating(self, body, start: int, i: int, loss: str) -> TrainStep | None:
+        """`loss.backward()` with the optimizer's `step()` elsewhere (under `if (i + 1) % k == 0:`,
+        after the loop): gradient accumulation, when one optimizer's model computes the loss inside
+        a loop and no `step()` follows in this block."""
+        if any(method_call(s, "step") in self.plan.optimizers for s in body[i + 1:]) or self._anchor() is None:
+            return None
+        forward = loss_slice([s for s in body[start:i] if method_call(s, "zero_grad", any_args=True) is None], loss)
+        if forward is None:
+            return None
+        read = set(free_names(forward))
+        owners = [opt for opt, model in self.plan.optimizers.items() if model in read]
+        if len(owners) != 1:
+            return None
+        model = self.plan.optimizers[owners[0]]
+        forward = self._model_dependent(forward, {model, *self.modules, *self.plan.optimizers.values()})
+        step = TrainStep("", owners[0], model, loss, forward, [], [body[i]], anchor=self._anchor(), accumulate=True)
+        step = self._signature(step)
+        step.inputs.remove(step.optimizer)
+        return step
 
     def _signature(self, step: TrainStep) -> TrainStep:
         """Arguments: the model, the optimizer, other modules and what changes inside the loop;
@@ -320,14 +344,41 @@ def plan_training(module: cst.Module, qualnames: dict, is_module_call) -> Traini
     for steps in plan.blocks.values():
         plan.steps.extend(steps)
     for step in plan.steps:
-        step.name = "train_step" if len(plan.steps) == 1 else f"{step.optimizer.replace('.', '_')}_step"
+        step.name = _step_name(step, plan)
         plan.anchors.setdefault(step.anchor, []).append(step)
         plan.calls.update(_call_of(s) for s in step.removed)
+        if step.accumulate:
+            plan.accumulators[step.optimizer] = "accumulated_grads" if len(plan.optimizers) == 1 else (
+                f"{step.optimizer.replace('.', '_')}_grads")
+    _accumulation_points(plan, finder.optimizer_steps)
     removed = {s for step in plan.steps for s in step.removed}
     for stmt in finder.optimizer_steps:
-        if stmt not in removed:
+        if stmt not in removed and _call_of(stmt) not in plan.updates:
             plan.escapes[_call_of(stmt)] = Escape("RT110", "`step()` without a `backward()` before it in the same "
                                                            "block; " + _suggestion("loss", plan))
     plan.calls.update(_call_of(s) for s in plan.dropped)
-    plan.calls.update(plan.escapes)
+    plan.calls.update(plan.escapes, plan.updates, plan.resets)
     return plan
+
+
+def _step_name(step: TrainStep, plan: TrainingPlan) -> str:
+    if step.accumulate:
+        return "grad_step" if len(plan.optimizers) == 1 else f"{step.optimizer.replace('.', '_')}_grad_step"
+    return "train_step" if len(plan.steps) == 1 else f"{step.optimizer.replace('.', '_')}_step"
+
+
+def _accumulation_points(plan: TrainingPlan, optimizer_steps: list[cst.BaseStatement]) -> None:
+    """For optimizers that accumulate: `step()` applies the sum, `zero_grad()` resets it."""
+    if not plan.accumulators:
+        return
+    for stmt in optimizer_steps:
+        opt = method_call(stmt, "step")
+        if opt in plan.accumulators:
+            plan.updates[_call_of(stmt)] = opt
+    by_model = {model: opt for opt, model in plan.optimizers.items()}
+    for stmt in list(plan.dropped):
+        owner = method_call(stmt, "zero_grad", any_args=True)
+        opt = owner if owner in plan.optimizers else by_model.get(owner)
+        if opt in plan.accumulators:
+            plan.dropped.discard(stmt)
+            plan.resets[_call_of(stmt)] = opt

@@ -89,6 +89,9 @@ class Converter(cst.CSTTransformer):
         return parenthesize(result) if original in self.operands else result
 
     def leave_Expr(self, original: cst.Expr, updated: cst.Expr):
+        accumulation = train_step.accumulation_statement(self.ctx, original.value)
+        if accumulation is not None:
+            return accumulation
         if original.value in self.ctx.training.calls:
             escape = self.ctx.training.escapes.get(original.value)
             if escape is not None:

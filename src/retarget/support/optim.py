@@ -77,6 +77,11 @@ def torch_adagrad(learning_rate, lr_decay=0.0, weight_decay=0.0, initial_accumul
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.GradientTransformation(init, update), decay)
 
 
+def add_grads(total, grads):
+    """torch's `backward()` adds to `.grad` until `zero_grad()`: the running sum (None when empty)."""
+    return grads if total is None else jax.tree.map(jnp.add, total, grads)
+
+
 def clip_grad_norm(grads, max_norm, norm_type=2.0):
     """torch.nn.utils.clip_grad_norm_ on a gradient tree: returns (clipped grads, total norm);
     grads scale by max_norm / (norm + 1e-6) only when that is below 1, as in torch."""
