@@ -156,3 +156,61 @@ def test_param_groups_learning_rate_writes_and_reads(opt):
     _assert_same(tmodel, fmodel)
     if "betas" in opt:
         assert fmod.param_groups(fopt)[0]["betas"] == pytest.approx(topt.param_groups[0]["betas"])
+
+
+GROUPS = """import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 3)
+        self.ln = nn.LayerNorm(3)
+
+    def forward(self, x):
+        return self.ln(self.fc(x))
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas):
+        param_dict = {pn: p for pn, p in self.named_parameters()}
+        param_dict = {pn: p for pn, p in param_dict.items() if p.requires_grad}
+        decay_params = [p for n, p in param_dict.items() if p.dim() >= 2]
+        nodecay_params = [p for n, p in param_dict.items() if p.dim() < 2]
+        optim_groups = [
+            {"params": decay_params, "weight_decay": weight_decay},
+            {"params": nodecay_params, "weight_decay": 0.0, "lr": learning_rate / 2},
+        ]
+        return torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas)
+"""
+
+PAIRS = [("fc.weight", ("fc", "kernel"), True), ("fc.bias", ("fc", "bias"), False),
+         ("ln.weight", ("ln", "scale"), False), ("ln.bias", ("ln", "bias"), False)]
+
+
+def test_parameter_groups_as_in_nanogpt():
+    """nanoGPT's configure_optimizers: decay for matrices, none (and half the rate) for vectors."""
+    result = retarget.convert(GROUPS)
+    assert result.clean, result.diagnostics
+    assert "torch_param_groups(self, optim_groups, optax.adamw" in result.code
+    tmod, fmod = import_source(GROUPS, "groups_torch"), import_source(result.code, "groups_flax")
+    torch.manual_seed(0)
+    tmodel, fmodel = tmod.Net(), fmod.Net(rngs=nnx.Rngs(0))
+    retarget.port_weights({k: v.detach().clone() for k, v in tmodel.state_dict().items()}, fmodel)
+    topt = tmodel.configure_optimizers(0.1, 0.01, (0.9, 0.95))
+    fopt = fmodel.configure_optimizers(0.1, 0.01, (0.9, 0.95))
+    params = dict(tmodel.named_parameters())
+    for step in range(STEPS):
+        rng = np.random.default_rng(step)
+        grads = {name: rng.normal(size=tuple(params[name].shape)).astype(np.float32) for name, _, _ in PAIRS}
+        for name, tensor in params.items():
+            tensor.grad = torch.tensor(grads[name])
+        topt.step()
+        flat = {path: jnp.asarray(grads[name].T.copy() if transposed else grads[name])
+                for name, path, transposed in PAIRS}
+        fopt.update(fmodel, jax.tree.map_with_path(
+            lambda path, _: flat[tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)[:2]],
+            nnx.state(fmodel, nnx.Param)))
+    for name, (layer, var), transposed in PAIRS:
+        expected = params[name].detach().numpy()
+        got = np.asarray(getattr(getattr(fmodel, layer), var)[...])
+        np.testing.assert_allclose(got.T if transposed else got, expected, rtol=1e-6, atol=1e-6)

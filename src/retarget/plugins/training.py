@@ -6,6 +6,7 @@ import libcst as cst
 from ..diagnostics import Escape
 from ..rewrite.calls import Site, render
 from ..rewrite.structure import keyword_arg
+from ..rewrite.names import dotted
 from ..rewrite.training import parameters_owner
 from . import register
 
@@ -37,23 +38,44 @@ def optimizer(site: Site, rngs: cst.BaseExpression):
     `nnx.Optimizer(model, optax.adam(learning_rate=1e-3, b1=0.9, b2=0.98), wrt=nnx.Param)`."""
     original = site.original.args[0].value if site.original.args and not site.original.args[0].keyword else None
     model = parameters_owner(original)
+    ctx = site.extra["ctx"]
+    groups = None
     if model is None:
-        return Escape("RT102", "optimizer over something other than `model.parameters()` (parameter groups or "
-                               "filtered lists): build `nnx.Optimizer(model, optax.multi_transform(...), "
-                               "wrt=nnx.Param)` by hand")
+        model, groups = _parameters_module(ctx), site.bound.get("params")
+        if model is None or groups is None or scheduled(ctx):
+            return Escape("RT102", "optimizer over parameter groups whose module retarget cannot tell (or with a "
+                                   "scheduler): build `nnx.Optimizer(model, optax.multi_transform(...), "
+                                   "wrt=nnx.Param)` by hand")
     bound = {k: v for k, v in site.bound.items() if k not in ("params", "betas")}
     if "betas" in site.bound:
         bound.update(zip(("b1", "b2"), _pair(site.bound["betas"])))
-    ctx = site.extra["ctx"]
     tx = render(site, bound, rngs)
     if isinstance(tx, Escape):
         return tx
-    if scheduled(ctx):
+    if groups is not None:
+        tx = _grouped(ctx, tx, model, groups)
+    elif scheduled(ctx):
         tx = _inject(tx)
         if isinstance(tx, Escape):
             return tx
     return cst.Call(cst.parse_expression("nnx.Optimizer"), [
         cst.Arg(model), cst.Arg(tx), keyword_arg("wrt", cst.parse_expression("nnx.Param"))])
+
+
+def _parameters_module(ctx) -> cst.BaseExpression | None:
+    """The one module whose `parameters()`/`named_parameters()` the enclosing function reads (the
+    parameter groups are built from them), e.g. `self` in nanoGPT's `configure_optimizers`."""
+    calls = ctx.function.calls if ctx.function else ctx.analysis.collector.module_calls
+    owners = {dotted(c.func.value) for c in calls if isinstance(c.func, cst.Attribute)
+              and c.func.attr.value in ("parameters", "named_parameters") and dotted(c.func.value)}
+    return cst.parse_expression(owners.pop()) if len(owners) == 1 else None
+
+
+def _grouped(ctx, tx: cst.Call, model: cst.BaseExpression, groups: cst.BaseExpression) -> cst.Call:
+    """`optax.adamw(learning_rate=lr, ...)` -> `torch_param_groups(model, groups, optax.adamw, learning_rate=lr, ...)`."""
+    ctx.support.add("torch_param_groups")
+    args = [cst.Arg(model), cst.Arg(groups), cst.Arg(tx.func), *tx.args]
+    return cst.Call(cst.Name("torch_param_groups"), [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in args])
 
 
 @register("outside_train_step")

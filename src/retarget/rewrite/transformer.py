@@ -38,6 +38,7 @@ class Converter(cst.CSTTransformer):
         self.imported_names = prepass.imported_names
         self.imports_jax = prepass.imports_jax
         self.elifs = prepass.elifs
+        self.assign_targets = prepass.assign_targets
 
     # -- escape-hatch comments, one frame per statement ----------------------
     def on_visit(self, node: cst.CSTNode) -> bool:
@@ -188,6 +189,9 @@ class Converter(cst.CSTTransformer):
         # ambiguous properties (`.data`, `.device`) are tensors' only inside model code
         if prop and (self.ctx.module_class is not None or not prop.ambiguous) and not self._is_module(
                 original.value) and not self.imports_jax:
+            if original in self.assign_targets and "self" not in prop.templates[0].placeholders:
+                self.ctx.escape(original, Escape("RT102", f"assigning `.{prop.name}` has no JAX equivalent: {prop.note}"))
+                return updated
             self.ctx.support.update(prop.support)
             return prop.templates[0].render({"self": updated.value}, {})
         return structure.rewrite_attribute(self.ctx, original, updated)
@@ -259,6 +263,7 @@ class Prepass(cst.CSTVisitor):
         self.param_groups = False
         self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
+        self.assign_targets: set = set()  # `x.attr = ...` targets: a property rule cannot write a constant
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -272,6 +277,10 @@ class Prepass(cst.CSTVisitor):
         if not isinstance(node.names, cst.ImportStar):
             self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
         return False
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        if isinstance(node.target, cst.Attribute):
+            self.assign_targets.add(node.target)
 
     def visit_If(self, node: cst.If) -> None:
         if isinstance(node.orelse, cst.If):

@@ -78,6 +78,7 @@ class Rule:
     receiver: str = "tensor"
     as_class: str | None = None
     origin: str = ""
+    note: str = ""  # what a reader (or a report) should know about the mapping
 
     @property
     def needs_rngs(self) -> bool:
@@ -154,7 +155,7 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
                 _parse_params(raw.get("params", {}), f"{origin}: {name}"),
                 {k: ({"read": v} if isinstance(v, str) else v) for k, v in raw.get("attrs", {}).items()},
                 raw.get("flax"), bool(raw.get("ambiguous", False)), raw.get("receiver", "tensor"),
-                raw.get("as_class") or (raw.get("flax") if support else None), origin)
+                raw.get("as_class") or (raw.get("flax") if support else None), origin, raw.get("note", ""))
 
 
 def _validate(rules: RuleSet) -> None:

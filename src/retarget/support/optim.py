@@ -17,6 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 
 class TorchMomentumState(NamedTuple):
@@ -75,6 +76,37 @@ def torch_adagrad(learning_rate, lr_decay=0.0, weight_decay=0.0, initial_accumul
 
     decay = optax.scale_by_schedule(lambda count: -learning_rate / (1 + count * lr_decay))
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.GradientTransformation(init, update), decay)
+
+
+TORCH_OPTION_NAMES = {"lr": "learning_rate"}
+
+
+def _group_options(group, defaults):
+    """One torch parameter group's options over the optimizer's defaults, in Optax's names."""
+    options = dict(defaults)
+    for key, value in group.items():
+        if key == "betas":
+            options["b1"], options["b2"] = value
+        elif key != "params":
+            options[TORCH_OPTION_NAMES.get(key, key)] = value
+    return options
+
+
+def torch_param_groups(model, groups, make, **defaults):
+    """torch parameter groups (dicts with `params` and options overriding the defaults) as one
+    `optax.multi_transform`: group i updates the parameters its `params` list holds (the arrays
+    `model.parameters()` / `named_parameters()` gave, matched by identity, as torch does) with
+    `make(**options)`; parameters in no group are not updated, as in torch."""
+    owner = {id(p): f"group{i}" for i, group in enumerate(groups) for p in group["params"]}
+    labels = jax.tree.map(lambda v: owner.get(id(v), "frozen"), nnx.as_pure(nnx.state(model, nnx.Param)))
+    transforms = {"frozen": optax.set_to_zero()}
+    for i, group in enumerate(groups):
+        options = _group_options(group, defaults)
+        try:
+            transforms[f"group{i}"] = make(**options)
+        except TypeError as exc:
+            raise ValueError(f"parameter group {i}: {sorted(options)} do not fit {make.__name__}: {exc}") from None
+    return optax.multi_transform(transforms, labels)
 
 
 def add_grads(total, grads):
