@@ -94,6 +94,17 @@ def test_gradient_accumulation():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_gan_two_models_two_optimizers():
+    """Discriminator step (generator output detached), then generator step through the discriminator."""
+    tmod, fmod, code = _load("gan")
+    assert "def opt_d_step(disc, opt_d, gen, z, x):" in code and "def opt_g_step(gen, opt_g, disc, z):" in code
+    tgen, fgen = _pair(tmod, fmod, "Generator")
+    tdisc, fdisc = _pair(tmod, fmod, "Discriminator")
+    real, noise = _data(6, ((32, 6), "float"), ((32, 4), "float"))
+    expected = tmod.train(tgen, tdisc, torch.tensor(real), torch.tensor(noise))
+    _compare(expected, fmod.train(fgen, fdisc, real, noise))
+
+
 def _noise(shape) -> np.ndarray:
     return np.random.default_rng(len(shape) * 7 + shape[-1]).standard_normal(shape).astype(np.float32)
 
