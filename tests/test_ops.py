@@ -22,6 +22,8 @@ EXPRESSIONS = [
     "x.abs().log1p()", "(x / (x > 0)).isfinite()", "x.clamp_min(0.1)", "x.clamp_max(0.1)", "x[0].outer(y[1])",
     "x[:1].broadcast_to((3, 6))", "x.narrow(1, 2, 3)", "x.argsort(dim=1)", "x.argsort(dim=0, descending=True)",
     "x.is_floating_point()", "torch.zeros(2, dtype=torch.int8)",
+    "F.rms_norm(x, (6,), eps=1e-6)", "F.rms_norm(x, [6], weight=y[0])", "torch.scalar_tensor(3)",
+    "torch.scalar_tensor(2, dtype=torch.int32)", "torch.linalg.norm(x, dim=-1, keepdim=True)", "torch.linalg.norm(x)",
 ]
 
 
@@ -47,3 +49,9 @@ def test_rule_matches_torch(converted, index):
         np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=2e-6, atol=1e-6)
     else:
         assert tuple(got) == tuple(expected) if isinstance(expected, torch.Size) else got == expected
+
+
+def test_autocast_blocks_run_in_full_precision():
+    source = "import torch\n\n\ndef f(x, w):\n    with torch.autocast('cuda', dtype=torch.bfloat16):\n        y = x @ w\n    return y\n"
+    result = retarget.convert(source)
+    assert result.clean and "autocast" not in result.code and "    y = x @ w\n" in result.code

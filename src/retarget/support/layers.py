@@ -363,3 +363,13 @@ class NamedSequential(nnx.Module):
         for name in self._layer_order:
             x = getattr(self, name)(x)
         return x
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """torch.nn.functional.rms_norm over the trailing `normalized_shape` dims; `eps=None` is the
+    dtype's machine epsilon, as in torch."""
+    shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    eps = jnp.finfo(x.dtype).eps if eps is None else eps
+    y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + eps)
+    return y if weight is None else y * weight
