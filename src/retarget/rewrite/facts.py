@@ -203,7 +203,7 @@ class Analysis:
         for stmt in _assignments(func.node):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0].target, cst.Name):
                 continue
-            if _mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
+            if mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names.add(stmt.targets[0].target.value)
         return names
 
@@ -323,7 +323,7 @@ def _dict_entries(node: cst.BaseExpression):
                 yield el.key.evaluated_value, el.value
 
 
-def _mentions(node: cst.CSTNode, predicate) -> bool:
+def mentions(node: cst.CSTNode, predicate) -> bool:
     """Whether any node inside `node` satisfies `predicate`."""
     found = []
 

@@ -16,6 +16,7 @@ from ..diagnostics import Escape
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
+from .facts import mentions
 from .names import dotted
 from .template import parenthesize
 
@@ -86,6 +87,9 @@ class Converter(cst.CSTTransformer):
         result = self._rewrite_call(original, updated, statement=False)
         if isinstance(result, Escape) or result is None:
             return updated
+        if updated.lpar and not getattr(result, "lpar", True):
+            # `(x\n .view(...))`: the parentheses hold the line breaks inside; the result keeps them
+            result = result.with_changes(lpar=updated.lpar, rpar=updated.rpar)
         # `s * F.linear(a, b)` -> `s * (a @ b.T)`: an operator result inside an operator needs parentheses
         return parenthesize(result) if original in self.operands else result
 
@@ -142,8 +146,8 @@ class Converter(cst.CSTTransformer):
             rule = ctx.rules.get("method", method)
             if rule is None:
                 return self._unknown_method(original, method)
-            if rule.ambiguous and ctx.module_class is None:
-                return None
+            if rule.ambiguous and ctx.module_class is None and not self._tensor_receiver(original.func.value):
+                return None  # `.repeat`, `.view` on an unknown object outside model code: maybe not a tensor
             on_module = self._is_module(original.func.value)
             if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
                                                               and rule.ambiguous):
@@ -170,6 +174,12 @@ class Converter(cst.CSTTransformer):
                 and not self._is_module(original.func.value)):
             return Escape("RT101", f"Tensor method `{method}` has no rule")
         return None
+
+    def _tensor_receiver(self, receiver: cst.BaseExpression) -> bool:
+        """A receiver computed by torch (`torch.matmul(a, b)[:, None]`) or a name bound to a torch result."""
+        func = self.ctx.function
+        names = func.tensor_names if func else set()
+        return mentions(receiver, lambda n: n in self.ctx.qualnames or (isinstance(n, cst.Name) and n.value in names))
 
     def _is_module(self, receiver: cst.BaseExpression) -> bool:
         """`self` and layer attributes are modules: `.relu(x)` on them is not Tensor.relu."""
