@@ -115,8 +115,10 @@ def convert_notebook(text: str, path: str = "<notebook>", external: External | N
             if index in converted:
                 cell["source"] = _cell_source(converted[index])
             cell["outputs"], cell["execution_count"] = [], None
-    diagnostics = [replace(d, line=_locate(d.line, spans)[1], cell=_locate(d.line, spans)[0])
-                   for d in result.diagnostics]
+    diagnostics = []
+    for diag in result.diagnostics:
+        cell, line = _locate(diag.line, spans)
+        diagnostics.append(replace(diag, line=line, cell=cell))
     return Conversion(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", diagnostics)
 
 

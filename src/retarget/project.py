@@ -92,6 +92,7 @@ class ProjectFacts:
     module_classes: dict[str, str | None] = field(default_factory=dict)
     rngs_functions: set[str] = field(default_factory=set)
     aliases: dict[str, str] = field(default_factory=dict)
+    _member_index: tuple[int, dict] = field(default=(-1, {}), repr=False, compare=False)
 
     def size(self) -> int:
         return len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
@@ -127,10 +128,14 @@ class ProjectFacts:
             external.rngs_functions.add(local)
 
     def _members(self) -> dict[str, list[str]]:
+        """Exported names by parent module; rebuilt only when the facts grew (they never shrink)."""
+        if self._member_index[0] == self.size():
+            return self._member_index[1]
         members: dict[str, list[str]] = defaultdict(list)
         for name in (*self.module_classes, *self.rngs_functions):
             parent, _, member = name.rpartition(".")
             members[parent].append(member)
+        self._member_index = (self.size(), members)
         return members
 
 
