@@ -284,11 +284,14 @@ def _run_weights(args: argparse.Namespace) -> int:
             jobs = plan_jobs(source.keys(), load_keymap(Path(args.key_map)))
             report = convert_with_keymap(source, model, Path(args.output), jobs, fmt=args.format, verify=args.verify)
         elif args.to == "torch":
-            report = export_torch(source, model, Path(args.output))
+            from .weights.port import torch_key_order
+            order = torch_key_order(lambda: cls(**kwargs, rngs=nnx.Rngs(0)))
+            report = export_torch(source, model, Path(args.output), order=order)
         elif args.format == "orbax":
             from .weights.convert import Report
             from .weights.orbax_io import write_orbax
-            tensors, nbytes, seconds = write_orbax(source, lambda: cls(**kwargs, rngs=nnx.Rngs(0)), Path(args.output))
+            total = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in source.infos.values())
+            tensors, nbytes, seconds = write_orbax(source, model, Path(args.output), _progress(args.quiet, total))
             report = Report(tensors, nbytes, seconds, Path(args.output))
         else:
             total = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in source.infos.values())

@@ -10,6 +10,7 @@ key is removed, and a user prefix can be stripped or added.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .mapped import Release
 from .safetensors_io import CheckpointError, SafetensorsReader
 from ..support.torch_checkpoint import TensorRef, TorchCheckpoint, tensors_in
 
@@ -33,6 +35,8 @@ class TensorSource:
     closers: list[Callable[[], None]] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # normalised name -> name in the file
     buffered: bool = False  # reader accepts a reusable buffer
+    viewer: Callable[[str, np.ndarray | None], tuple[np.ndarray, Release | None]] | None = None
+    prefetcher: Callable[[str], None] | None = None
 
     def keys(self) -> list[str]:
         return list(self.infos)
@@ -42,6 +46,18 @@ class TensorSource:
         name = self.renamed.get(key, key)
         return self.reader(name, buffer) if self.buffered else self.reader(name)
 
+    def view(self, key: str, buffer: np.ndarray | None = None) -> tuple[np.ndarray, Release | None]:
+        """One tensor without a copy where the file is memory-mapped, with the release that drops
+        copied byte ranges from memory; otherwise `read` (and no release)."""
+        if self.viewer is None:
+            return self.read(key, buffer), None
+        return self.viewer(self.renamed.get(key, key), buffer)
+
+    def prefetch(self, key: str) -> None:
+        """Hint that `key` is read next (mapped files start reading it from disk in the background)."""
+        if self.prefetcher is not None:
+            self.prefetcher(self.renamed.get(key, key))
+
     def close(self) -> None:
         for close in self.closers:
             close()
@@ -49,7 +65,8 @@ class TensorSource:
 
 def _safetensors(path: Path) -> TensorSource:
     reader = SafetensorsReader(path)
-    return TensorSource({k: reader.info(k) for k in reader.keys()}, reader.read, [reader.close], buffered=True)
+    return TensorSource({k: reader.info(k) for k in reader.keys()}, reader.read, [reader.close], buffered=True,
+                        viewer=reader.view, prefetcher=reader.prefetch)
 
 
 def _sharded(index: Path) -> TensorSource:
@@ -64,7 +81,9 @@ def _sharded(index: Path) -> TensorSource:
             raise CheckpointError(f"{index}: {key!r} is mapped to {shard}, which does not contain it")
         infos[key] = readers[shard].info(key)
     return TensorSource(infos, lambda key, buffer=None: readers[weight_map[key]].read(key, buffer),
-                        [r.close for r in readers.values()], buffered=True)
+                        [r.close for r in readers.values()], buffered=True,
+                        viewer=lambda key, buffer=None: readers[weight_map[key]].view(key, buffer),
+                        prefetcher=lambda key: readers[weight_map[key]].prefetch(key))
 
 
 def _select(tree, select: str | None, path: Path):
@@ -141,7 +160,7 @@ def _normalise(source: TensorSource, strip_prefix: str | None, add_prefix: str |
     if add_prefix:
         names = {add_prefix + n: original for n, original in names.items()}
     infos = {n: source.infos[original] for n, original in names.items()}
-    return TensorSource(infos, source.reader, source.closers, names, source.buffered)
+    return dataclasses.replace(source, infos=infos, renamed=names)
 
 
 def open_checkpoint(path: str | Path, *, select: str | None = None, strip_prefix: str | None = None,
@@ -171,4 +190,4 @@ def renamed(source: TensorSource, mapping: dict[str, str]) -> TensorSource:
     """The same tensors under new names (`mapping`: current name -> new name)."""
     infos = {mapping.get(k, k): info for k, info in source.infos.items()}
     names = {mapping.get(k, k): source.renamed.get(k, k) for k in source.infos}
-    return TensorSource(infos, source.reader, source.closers, names, source.buffered)
+    return dataclasses.replace(source, infos=infos, renamed=names)

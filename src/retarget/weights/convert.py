@@ -27,7 +27,8 @@ from flax import nnx
 from ..atomic import atomic_output
 from .checkpoint import TensorSource, open_checkpoint
 from .port import Entry, WeightsError, check_fit, plan
-from .safetensors_io import CheckpointError, SafetensorsReader, SafetensorsWriter, shard_layout
+from .mapped import Release
+from .safetensors_io import CheckpointError, SafetensorsReader, SafetensorsWriter, shard_layout, write_chunks
 from .torch_writer import TorchZipWriter
 
 FORMATS = ("safetensors", "npz")
@@ -78,9 +79,11 @@ class _NpzWriter:
     def __init__(self, handle):
         self._zip = zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True)
 
-    def write(self, name: str, array: np.ndarray) -> None:
+    def write(self, name: str, array: np.ndarray, release: Release | None = None) -> None:
         with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            array = np.ascontiguousarray(array)
+            np.lib.format.write_array_header_2_0(member, np.lib.format.header_data_from_array_1_0(array))
+            write_chunks(member, array, release)
 
     def finish(self) -> None:
         self._zip.close()
@@ -92,37 +95,53 @@ def _writer(fmt: str, handle, layout):
     return _NpzWriter(handle)
 
 
-def _buffers(source: TensorSource, entries: list[Entry]) -> tuple[np.ndarray, np.ndarray]:
-    """Two reusable byte buffers: one for reading (largest tensor), one for transposing (largest
-    transposed tensor). Reusing them spares a page-faulting allocation per tensor."""
-    def size(e: Entry) -> int:
-        dtype, shape = source.infos[e.source]
-        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    read = max((size(e) for e in entries), default=0)
-    work = max((size(e) for e in entries if e.transform.name != "identity"), default=0)
-    return np.empty(read if source.buffered else 0, np.uint8), np.empty(work, np.uint8)
+def _buffers(source: TensorSource, entries: list[Entry], layout) -> tuple[np.ndarray, np.ndarray]:
+    """Reusable buffers (their pages cost memory only once touched): one to read sources that
+    cannot be mapped, one for the tensors that must be rearranged or cast before writing."""
+    def nbytes(dtype, shape) -> int:
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    read = max((nbytes(*source.infos[e.source]) for e in entries), default=0) if source.buffered else 0
+    work = max((nbytes(d, s) for (_, d, s), e in zip(layout, _unique_targets(entries))
+                if _rearranged(e, source.infos[e.source][0], d)), default=0)
+    return np.empty(read, np.uint8), np.empty(work, np.uint8)
 
 
-def _stream(source: TensorSource, entries: list[Entry], writer, progress, cast: np.dtype | None = None) -> int:
-    """Read, transform and write one tensor at a time; tied weights are written once and must agree."""
-    written = 0
-    read_buffer, work_buffer = _buffers(source, entries)
-    for group in _groups(entries).values():
-        first = group[0]
-        value = first.transform.apply(source.read(first.source, read_buffer), work_buffer)
-        value = value.astype(_cast(value.dtype, cast), copy=False)
-        writer.write(first.target, value)
-        written += value.nbytes
-        if len(group) > 1:  # hash only what must be compared
-            digest = hashlib.sha256(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))).digest()
-            for other in group[1:]:
-                again = np.ascontiguousarray(other.transform.apply(source.read(other.source)))
-                if hashlib.sha256(memoryview(again.reshape(-1).view(np.uint8))).digest() != digest:
-                    raise WeightsError(conflicting=[other.source])
-        del value
+def _rearranged(entry: Entry, source_dtype: np.dtype, target_dtype: np.dtype) -> bool:
+    return entry.transform.name != "identity" or np.dtype(source_dtype) != np.dtype(target_dtype)
+
+
+def _stream(source: TensorSource, entries: list[Entry], layout, writer, progress) -> int:
+    """Write each tensor in `layout` order (the next one prefetched): as it is in the file where
+    only its name changes, else transformed/cast into the work buffer first. Tied weights are
+    written once and must agree."""
+    written, (read_buffer, work_buffer) = 0, _buffers(source, entries, layout)
+    groups = list(_groups(entries).values())
+    for index, ((name, dtype, shape), group) in enumerate(zip(layout, groups)):
+        if index + 1 < len(groups):
+            source.prefetch(groups[index + 1][0].source)
+        array, release = source.view(group[0].source, read_buffer)
+        if _rearranged(group[0], array.dtype, dtype):
+            out = work_buffer[:int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize]
+            out = out.view(dtype).reshape(shape)
+            group[0].transform.fill(array, out, release)
+            array, release = out, None
+        if len(group) > 1:
+            check_tied(source, group, array)
+        writer.write(name, array, release)
+        written += array.nbytes
+        del array
         if progress:
             progress(written)
     return written
+
+
+def check_tied(source: TensorSource, group: list[Entry], written: np.ndarray) -> None:
+    """Every other key of a tied variable must convert to the bytes written for the first."""
+    digest = hashlib.sha256(memoryview(written.reshape(-1).view(np.uint8))).digest()
+    for other in group[1:]:
+        again = np.ascontiguousarray(other.transform.apply(source.read(other.source)), dtype=written.dtype)
+        if hashlib.sha256(memoryview(again.reshape(-1).view(np.uint8))).digest() != digest:
+            raise WeightsError(conflicting=[other.source])
 
 
 FLOATING = {np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)}
@@ -156,10 +175,10 @@ class _ShardedWriter:
         self._remaining = len(self.shards[self._index])
         self._index += 1
 
-    def write(self, name: str, array: np.ndarray) -> None:
+    def write(self, name: str, array: np.ndarray, release: Release | None = None) -> None:
         if self._writer is None or self._remaining == 0:
             self._open_next()
-        self._writer.write(name, array)
+        self._writer.write(name, array, release)
         self._remaining -= 1
 
     def finish(self) -> None:
@@ -189,7 +208,7 @@ def _sharded(source, entries, layout, output: Path, max_bytes: int, progress, ve
     writer = _ShardedWriter(output, shard_layout(layout, max_bytes))
     start = time.perf_counter()
     try:
-        nbytes = _stream(source, entries, writer, progress, cast)
+        nbytes = _stream(source, entries, layout, writer, progress)
         writer.finish()
         report = Report(len(layout), nbytes, time.perf_counter() - start, writer.index_path)
         if verify:
@@ -229,7 +248,7 @@ def convert_weights(source: TensorSource, model: nnx.Module, output: Path, *, fm
     start = time.perf_counter()
     with atomic_output(Path(output)) as (handle, tmp):
         writer = _writer(fmt, handle, layout)
-        nbytes = _stream(source, entries, writer, progress, cast_dtype)
+        nbytes = _stream(source, entries, layout, writer, progress)
         writer.finish()
         handle.flush()
         report = Report(len(layout), nbytes, time.perf_counter() - start, Path(output))
@@ -293,13 +312,17 @@ def load_converted(path: str | Path, model: nnx.Module) -> nnx.Module:
     return model
 
 
-def export_torch(source: TensorSource, model: nnx.Module, output: Path, *, verify: bool = False) -> Report:
+def export_torch(source: TensorSource, model: nnx.Module, output: Path, *, verify: bool = False,
+                 order: list[str] | None = None) -> Report:
     """The reverse direction: a converted-layout file back to torch state-dict names and layouts,
     as safetensors or (for a .pt/.pth/.bin output) torch's zip format, loadable with
     `torch.load(path, weights_only=True)`. Tied weights are written under each torch name, as
-    torch's state_dict holds them."""
+    torch's state_dict holds them; `order` (see `port.torch_key_order`) gives torch's key order."""
     entries, _ = plan(model)
-    owner = {id(e.variable): e.target for e in _unique_targets(entries)}
+    owner = {id(e.variable): e.target for e in _unique_targets(entries)}  # the name a tied variable was saved as
+    if order:
+        rank = {key: i for i, key in enumerate(order)}
+        entries.sort(key=lambda e: rank.get(e.source, len(rank)))
     missing = sorted({owner[id(e.variable)] for e in entries} - set(source.infos))
     if missing:
         raise WeightsError(missing=missing)

@@ -1,11 +1,19 @@
-"""Orbax checkpoints: the format JAX users restore with `StandardCheckpointer`.
+"""Orbax checkpoints: the format JAX users restore, written as a stream.
 
-Writing fills a concrete model one tensor at a time (through the rules, like
-`port_weights`) and saves `nnx.state(model)`, so it is restored with
-`checkpointer.restore(path, nnx.state(nnx.eval_shape(make_model)))` and
-`nnx.update` / `nnx.merge`. Unlike the safetensors writer this holds the whole
-model in memory. Reading gives a tensor source keyed by variable path, for
-the way back to PyTorch.
+Each tensor is converted through the rules (as in `port_weights`) and the
+results are saved in batches of about `BATCH_BYTES` with Orbax's partial
+saving: every batch is added to a staging directory `OUTPUT.partial_save`,
+and one atomic rename publishes `OUTPUT` at the end, so memory stays near one
+batch whatever the model size and a failed conversion leaves nothing behind.
+The checkpoint holds the model's weights, that is its state without RNG
+streams (`nnx.state(model, WEIGHTS)`), in Orbax's layout under `OUTPUT/state`:
+
+    weights = nnx.state(model, nnx.Not(nnx.RngState))
+    nnx.update(model, ocp.StandardCheckpointer().restore(OUTPUT / "state", weights))
+
+Orbax reshards on restore: abstract arrays carrying a `NamedSharding` restore
+each device's shard only. Reading gives a tensor source keyed by variable
+path, for the way back to PyTorch.
 """
 from __future__ import annotations
 
@@ -14,13 +22,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from .checkpoint import TensorSource
-from .port import check_fit, plan
+from .port import Entry, check_fit, plan
 from .safetensors_io import CheckpointError
+
+WEIGHTS = nnx.Not(nnx.RngState)
+BATCH_BYTES = 256 << 20
+STAGING_SUFFIX = ".partial_save"  # Orbax's name for a partial save in progress
 
 
 def _checkpointer():
@@ -28,39 +39,73 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
-def write_orbax(source: TensorSource, factory: Callable[[], nnx.Module], output: Path) -> tuple[int, int, float]:
-    """Fill a model built by `factory` from `source` and save its state as an Orbax checkpoint."""
+def _staging(output: Path) -> Path:
+    return output.parent / (output.name + STAGING_SUFFIX)
+
+
+def write_orbax(source: TensorSource, model: nnx.Module, output: Path,
+                progress: Callable[[int], None] | None = None) -> tuple[int, int, float]:
+    """Convert `source` into `model`'s weights (the model may be abstract: `nnx.eval_shape`)
+    and save them as an Orbax checkpoint at `output`; (tensors, bytes, seconds)."""
+    from orbax.checkpoint.experimental.v1 import partial
     output = Path(output).absolute()
-    if output.exists():
-        raise CheckpointError(f"{output}: already exists (Orbax writes a new directory)")
-    model = factory()
+    for existing in (output, _staging(output)):
+        if existing.exists():
+            raise CheckpointError(f"{existing}: already exists (remove it; Orbax writes a new directory)")
     entries, unmapped = plan(model)
     check_fit(entries, {k: shape for k, (_, shape) in source.infos.items()}, unmapped)
-    start, nbytes, done = time.perf_counter(), 0, set()
-    for e in entries:
-        if id(e.variable) in done:
-            continue
-        value = e.transform.apply(source.read(e.source))
-        e.variable[...] = jnp.array(value, dtype=e.variable.dtype, copy=True)
-        nbytes += value.nbytes
-        done.add(id(e.variable))
-    checkpointer = _checkpointer()
+    start = time.perf_counter()
     try:
-        checkpointer.save(output, nnx.state(model))  # Orbax stages in a temporary directory and renames
-        checkpointer.wait_until_finished()
+        count, nbytes = 0, 0
+        for batch in _batches(source, entries, nnx.to_flat_state(nnx.state(model, WEIGHTS))):
+            partial.save(output, nnx.from_flat_state(batch))
+            count += len(batch)
+            nbytes += sum(var.get_value().nbytes for _, var in batch)
+            if progress:
+                progress(nbytes)
+        partial.finalize(output)
     except BaseException:
-        shutil.rmtree(output, ignore_errors=True)
+        shutil.rmtree(_staging(output), ignore_errors=True)
         raise
-    return len(done), nbytes, time.perf_counter() - start
+    return count, nbytes, time.perf_counter() - start
+
+
+def _batches(source: TensorSource, entries: list[Entry], flat_state):
+    """Lists of (path, variable with its converted value), about BATCH_BYTES each."""
+    from .convert import check_tied
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.target, []).append(e)
+    batch, size = [], 0
+    for path, variable in flat_state:
+        group = groups[".".join(map(str, path))]
+        value = np.asarray(group[0].transform.apply(source.read(group[0].source))).astype(variable.dtype)
+        if len(group) > 1:
+            check_tied(source, group, value)
+        batch.append((path, variable.replace(value=value)))
+        size += value.nbytes
+        if size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def read_orbax(path: Path, abstract: nnx.Module) -> TensorSource:
-    """An Orbax checkpoint of `abstract`'s state, as a source keyed by variable path."""
-    try:
-        state = _checkpointer().restore(Path(path).absolute(), nnx.state(abstract))
-    except Exception as exc:  # Orbax raises many types for a bad or foreign directory
-        raise CheckpointError(f"{path}: cannot restore as this model's Orbax checkpoint ({exc})") from None
-    arrays = {".".join(map(str, p)): np.asarray(v.value if hasattr(v, "value") else v)
-              for p, v in nnx.to_flat_state(state)}
+    """An Orbax checkpoint of `abstract`'s weights (written by retarget, or a user's own save of
+    `nnx.state(model)`), as a source keyed by variable path."""
+    path = Path(path).absolute()
+    root = path / "state" if (path / "state").is_dir() else path
+    state = None
+    for target in (nnx.state(abstract, WEIGHTS), nnx.state(abstract)):
+        try:
+            state = _checkpointer().restore(root, target)
+            break
+        except Exception as exc:  # Orbax raises many types for a bad or foreign directory
+            problem = exc
+    if state is None:
+        raise CheckpointError(f"{path}: cannot restore as this model's Orbax checkpoint ({problem})")
+    arrays = {".".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)
+              if not isinstance(v, nnx.RngState)}
     infos = {k: (a.dtype, a.shape) for k, a in arrays.items()}
     return TensorSource(infos, lambda key: arrays[key])

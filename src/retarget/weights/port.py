@@ -12,14 +12,14 @@ one `WeightsError` lists every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from ..rules import RuleSet, default_rules
-from ..support.checkpoint import torch_entries
+from ..support.checkpoint import _children, _layer_entries, _pattern, layout_of, torch_entries
 from .transforms import Transform, parse_transform
 
 
@@ -55,6 +55,45 @@ def plan(model: nnx.Module, rules: RuleSet | None = None) -> tuple[list[Entry], 
     found, unmapped = torch_entries(model, (rules or default_rules()).torch_layout())
     return [Entry(source, target, variable, parse_transform(transform))
             for source, target, variable, transform in found], unmapped
+
+
+def torch_key_order(factory: Callable[[], nnx.Module], rules: RuleSet | None = None) -> list[str]:
+    """The model's torch keys in the order torch's `state_dict()` lists them. The model is built
+    abstractly; its walk happens inside the build, while attributes are still in assignment
+    order (a merged NNX graph lists them sorted)."""
+    layout, order = (rules or default_rules()).torch_layout(), []
+
+    def build() -> nnx.Module:
+        model = factory()
+        order.extend(_state_dict_order(model, layout, ""))
+        return model
+
+    nnx.eval_shape(build)
+    return order
+
+
+def _state_dict_order(module: nnx.Module, layout, prefix: str) -> list[str]:
+    """torch's order: a module's own parameters, then its buffers, then each child in turn; inside a
+    converted layer, the rule's parameter order (layer index first for stacked layers, as LSTM)."""
+    params = layout_of(type(module), layout)
+    if params is not None:
+        keys = [e[0] for e in _layer_entries(module, params, layout, prefix, "", "")[0]]
+        return sorted(keys, key=lambda key: _param_rank(params, key[len(prefix):]))
+    own = [(name, v) for name, v in _children(module) if isinstance(v, nnx.Variable)]
+    keys = [prefix + name for name, v in own if isinstance(v, nnx.Param)]
+    keys += [prefix + name for name, v in own if not isinstance(v, nnx.Param)]
+    for name, child in _children(module):
+        if not isinstance(child, nnx.Variable):
+            keys += _state_dict_order(child, layout, f"{prefix}{name}.")
+    return keys
+
+
+def _param_rank(params, key: str) -> tuple:
+    for index, (_, source, _) in enumerate(params):
+        found = _pattern(source).fullmatch(key)
+        if found:
+            return tuple(int(v) for v in found.groupdict().values()) + (index,)
+    return (float("inf"),)  # a nested module's key: keeps its place among the others (stable sort)
 
 
 def to_numpy(value: Any) -> np.ndarray:

@@ -19,6 +19,8 @@ import ml_dtypes
 import numpy as np
 
 from ..support.torch_checkpoint import CheckpointError  # noqa: F401  (re-exported)
+from .mapped import MappedFile, Release
+from .transforms import CHUNK_BYTES
 
 MAX_HEADER = 100 * 1024 * 1024
 DTYPES = {
@@ -41,6 +43,7 @@ class SafetensorsReader:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._file: BinaryIO = self.path.open("rb", buffering=0)  # large reads go straight to the kernel
+        self._mapped: MappedFile | bool | None = None  # created on the first view
         self.entries, self.metadata, self._data_start = self._read_header()
 
     def _read_header(self):
@@ -95,16 +98,36 @@ class SafetensorsReader:
     def read(self, key: str, buffer: np.ndarray | None = None) -> np.ndarray:
         """The tensor's data; read into `buffer` (uint8, reused across calls) when one is given."""
         dtype, shape, begin, end = self.entries[key]
+        self._file.seek(self._data_start + begin)  # (the mapping, if any, is left alone)
         if buffer is not None and buffer.nbytes >= end - begin:
             out = buffer[:end - begin].view(dtype).reshape(shape)
         else:
             out = np.empty(shape, dtype=dtype)
-        self._file.seek(self._data_start + begin)
         if self._file.readinto(memoryview(out.reshape(-1).view(np.uint8))) != end - begin:
             raise _fail(self.path, f"truncated while reading {key!r}")
         return out
 
+    def view(self, key: str, buffer: np.ndarray | None = None) -> tuple[np.ndarray, Release | None]:
+        """The tensor as a read-only view of the memory-mapped file (no copy), and a release that
+        drops a copied byte range from this process's memory; a plain read where mapping fails."""
+        dtype, shape, begin, end = self.entries[key]
+        if self._mapped is None:
+            self._mapped = MappedFile.open(self._file.fileno(), writable=False) or False
+        if not self._mapped or end == begin:
+            return self.read(key, buffer), None
+        start = self._data_start + begin
+        array = self._mapped.array(start, dtype, shape)
+        return array, lambda lo, hi: self._mapped.release(start + lo, start + hi)
+
+    def prefetch(self, key: str) -> None:
+        """Ask the kernel to start reading `key` from disk now (a hint; returns at once)."""
+        if self._mapped:
+            _, _, begin, end = self.entries[key]
+            self._mapped.prefetch(self._data_start + begin, self._data_start + end)
+
     def close(self) -> None:
+        if self._mapped:
+            self._mapped.close()
         self._file.close()
 
 
@@ -112,38 +135,55 @@ def _aligned(length: int) -> int:
     return length + (-length) % 8
 
 
+def encode_header(layout: Iterable[tuple[str, np.dtype, tuple[int, ...]]], metadata: dict[str, str] | None
+                  ) -> tuple[bytes, list[tuple[str, np.dtype, tuple[int, ...], int]]]:
+    """The header bytes (length prefix, JSON padded to 8 bytes) and each tensor's data offset."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset, spans = 0, []
+    for name, dtype, shape in layout:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": CODES[np.dtype(dtype)], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        spans.append((name, np.dtype(dtype), tuple(shape), offset))
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (_aligned(len(encoded)) - len(encoded))
+    return struct.pack("<Q", len(encoded)) + encoded, spans
+
+
 class SafetensorsWriter:
     """Write a .safetensors file tensor by tensor, in the declared order."""
 
     def __init__(self, handle: BinaryIO, layout: Iterable[tuple[str, np.dtype, tuple[int, ...]]],
                  metadata: dict[str, str] | None = None):
-        header: dict = {"__metadata__": metadata} if metadata else {}
-        offset = 0
-        self._expected = []
-        for name, dtype, shape in layout:
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            header[name] = {"dtype": CODES[np.dtype(dtype)], "shape": list(shape),
-                            "data_offsets": [offset, offset + nbytes]}
-            self._expected.append((name, np.dtype(dtype), tuple(shape)))
-            offset += nbytes
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (_aligned(len(encoded)) - len(encoded))
-        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        header, spans = encode_header(layout, metadata)
+        self._expected = [(name, dtype, shape) for name, dtype, shape, _ in spans]
+        handle.write(header)
         self._handle, self._next = handle, 0
 
-    def write(self, name: str, array: np.ndarray) -> None:
+    def write(self, name: str, array: np.ndarray, release: Release | None = None) -> None:
+        """Append the next tensor; `release` is told each byte range of `array` once written."""
         expected = self._expected[self._next]
         if (name, array.dtype, array.shape) != expected:
             raise ValueError(f"expected {expected}, got {(name, array.dtype, array.shape)}")
         data = np.ascontiguousarray(array)
         if data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
-        self._handle.write(memoryview(data.reshape(-1).view(np.uint8)))  # no intermediate bytes copy
+        write_chunks(self._handle, data, release)
         self._next += 1
 
     def finish(self) -> None:
         if self._next != len(self._expected):
             raise ValueError(f"{len(self._expected) - self._next} tensor(s) declared but not written")
+
+
+def write_chunks(handle: BinaryIO, array: np.ndarray, release: Release | None = None) -> None:
+    """Write a contiguous array without an intermediate copy, in chunks released once written
+    (a memory-mapped source then never has more than one chunk resident)."""
+    raw = memoryview(array.reshape(-1).view(np.uint8))
+    for start in range(0, len(raw), CHUNK_BYTES):
+        handle.write(raw[start:start + CHUNK_BYTES])
+        if release:
+            release(start, min(start + CHUNK_BYTES, len(raw)))
 
 
 def shard_layout(layout: list[tuple[str, np.dtype, tuple[int, ...]]], max_bytes: int) -> list[list]:
