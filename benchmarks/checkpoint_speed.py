@@ -16,11 +16,13 @@ printed). `--cold` drops the page cache before each measurement (needs root): th
 floor is then the disk, as for a freshly downloaded checkpoint.
 
     python benchmarks/checkpoint_speed.py [--gb 4] [--dtype fp32|bf16] [--dim 4096] [--rounds 2] [--cold]
+                                         [--format safetensors|orbax]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,44 +115,50 @@ def raw_read(path: Path) -> float:
 
 
 CHILD = '''
-import sys, time, resource
+import sys, time
 from flax import nnx
 from retarget.weights.checkpoint import open_checkpoint
 from retarget.weights.convert import abstract_model, convert_weights, load_model_class
+from retarget.weights.orbax_io import write_orbax
 cls = load_model_class(sys.argv[1])
-dim, depth = int(sys.argv[4]), int(sys.argv[5])
+dim, depth, fmt = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 model = abstract_model(lambda: cls(dim, depth, rngs=nnx.Rngs(0)))
-report = convert_weights(open_checkpoint(sys.argv[2]), model, sys.argv[3])
+if fmt == "orbax":
+    _, nbytes, seconds = write_orbax(open_checkpoint(sys.argv[2]), model, sys.argv[3])
+else:
+    report = convert_weights(open_checkpoint(sys.argv[2]), model, sys.argv[3])
+    nbytes, seconds = report.bytes, report.seconds
 # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's size from before exec)
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(report.bytes, report.seconds, peak_kb)
+print(nbytes, seconds, peak_kb)
 '''
 
 
-def convert_in_child(tmp: Path, source: Path, dim: int, depth: int) -> tuple[float, int]:
+def convert_in_child(tmp: Path, source: Path, dim: int, depth: int, fmt: str) -> tuple[float, int]:
     """(conversion GB/s, peak RSS bytes) of a fresh process converting `source`."""
+    target = tmp / ("out_orbax" if fmt == "orbax" else "out.safetensors")
     out = subprocess.run([sys.executable, "-c", CHILD, f"{tmp / 'big_flax.py'}:Big", str(source),
-                          str(tmp / "out.safetensors"), str(dim), str(depth)],
+                          str(target), str(dim), str(depth), fmt],
                          check=True, capture_output=True, text=True)
     nbytes, seconds, peak_kb = out.stdout.split()
-    (tmp / "out.safetensors").unlink()
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
     os.sync()
     return int(nbytes) / 1e9 / float(seconds), int(peak_kb) * 1024
 
 
-def measure(tmp: Path, source: Path, dim: int, depth: int, rounds: int, cold: bool) -> dict[str, list[float]]:
+def measure(tmp: Path, source: Path, dim: int, depth: int, args) -> dict[str, list[float]]:
     """Each measurement `rounds` times, in alternation (so slow phases of the machine hit all)."""
     results: dict[str, list[float]] = {"read": [], "copy": [], "convert": [], "peak": []}
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         for name in ("read", "copy", "convert"):
-            if cold:
+            if args.cold:
                 drop_page_cache()
             if name == "read":
                 results["read"].append(raw_read(source))
             elif name == "copy":
                 results["copy"].append(raw_copy(source, tmp / "copy.bin"))
             else:
-                gbs, peak = convert_in_child(tmp, source, dim, depth)
+                gbs, peak = convert_in_child(tmp, source, dim, depth, args.format)
                 results["convert"].append(gbs)
                 results["peak"].append(peak)
     return results
@@ -163,6 +171,8 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="drop the page cache before each measurement (root)")
+    parser.add_argument("--format", choices=("safetensors", "orbax"), default="safetensors",
+                        help="the output written by the conversion")
     parser.add_argument("--dir", default=None, help="where to put the temporary files (default: system temp)")
     args = parser.parse_args()
     dtype = np.float32 if args.dtype == "fp32" else ml_dtypes.bfloat16
@@ -177,7 +187,7 @@ def main() -> int:
         os.sync()
         size = source.stat().st_size
         largest = max(int(np.prod(s)) * np.dtype(d).itemsize for _, d, s in entries)
-        results = measure(tmp, source, args.dim, depth, args.rounds, args.cold)
+        results = measure(tmp, source, args.dim, depth, args)
     report(results, size, len(entries), largest, args)
     return 0
 
@@ -190,7 +200,7 @@ def report(results: dict[str, list[float]], size: int, count: int, largest: int,
     print(f"checkpoint: {size / 1e9:.2f} GB {args.dtype}, {count} tensors, largest {largest / 1e6:.0f} MB; {cache}")
     print(f"raw read:   {read:.2f} GB/s (runs: {runs('read')})")
     print(f"raw copy:   {copy:.2f} GB/s (read + write of the same bytes; runs: {runs('copy')})")
-    print(f"conversion: {convert:.2f} GB/s (runs: {runs('convert')})")
+    print(f"conversion to {args.format}: {convert:.2f} GB/s (runs: {runs('convert')})")
     print(f"ratio to raw read {convert / read:.2f} (goal >= 0.7); to raw copy {convert / copy:.2f}")
     print(f"peak RSS of the converting process: {peak / 1e6:.0f} MB = largest tensor + "
           f"{(peak - largest) / 1e6:.0f} MB (goal <= +300 MB)")

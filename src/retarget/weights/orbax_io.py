@@ -4,7 +4,8 @@ Each tensor is converted through the rules (as in `port_weights`) and the
 results are saved in batches of about `BATCH_BYTES` with Orbax's partial
 saving: every batch is added to a staging directory `OUTPUT.partial_save`,
 and one atomic rename publishes `OUTPUT` at the end, so memory stays near one
-batch whatever the model size and a failed conversion leaves nothing behind.
+batch (and the copy Orbax makes of the array it is writing) whatever the model
+size, and a failed conversion leaves nothing behind.
 The checkpoint holds the model's weights, that is its state without RNG
 streams (`nnx.state(model, WEIGHTS)`), in Orbax's layout under `OUTPUT/state`:
 
@@ -30,7 +31,7 @@ from .port import Entry, check_fit, plan
 from .safetensors_io import CheckpointError
 
 WEIGHTS = nnx.Not(nnx.RngState)
-BATCH_BYTES = 256 << 20
+BATCH_BYTES = 128 << 20
 STAGING_SUFFIX = ".partial_save"  # Orbax's name for a partial save in progress
 
 
@@ -61,6 +62,7 @@ def write_orbax(source: TensorSource, model: nnx.Module, output: Path,
             partial.save(output, nnx.from_flat_state(batch))
             count += len(batch)
             nbytes += sum(var.get_value().nbytes for _, var in batch)
+            del batch  # before the next one is built: at most one batch alive
             if progress:
                 progress(nbytes)
         partial.finalize(output)
@@ -79,7 +81,7 @@ def _batches(source: TensorSource, entries: list[Entry], flat_state):
     batch, size = [], 0
     for path, variable in flat_state:
         group = groups[".".join(map(str, path))]
-        value = np.asarray(group[0].transform.apply(source.read(group[0].source))).astype(variable.dtype)
+        value = np.asarray(group[0].transform.apply(source.read(group[0].source))).astype(variable.dtype, copy=False)
         if len(group) > 1:
             check_tied(source, group, value)
         batch.append((path, variable.replace(value=value)))
