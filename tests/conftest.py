@@ -2,3 +2,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def resnet_checkpoint_setup(tmp_path_factory):
+    """The tiny ResNet (torch model, its conversion imported, the converted file in a directory),
+    built once for the checkpoint tests."""
+    from harness import Case, build_pair, import_source
+    tmp = tmp_path_factory.mktemp("ck")
+    pair = build_pair(Case("resnet.py", "resnet_tiny", {}, [((2, 3, 32, 32), "float")]))
+    (tmp / "model_flax.py").write_text(pair.conversion.code)
+    module = import_source(pair.conversion.code, "ck_resnet_flax")
+    return pair, module, tmp

@@ -11,7 +11,7 @@ import pytest
 import torch
 from flax import nnx
 
-from harness import Case, build_pair, import_source
+from harness import import_source
 from retarget.cli import main
 from retarget.weights import orbax_io, transforms
 from retarget.weights.checkpoint import open_checkpoint
@@ -19,16 +19,11 @@ from retarget.weights.convert import abstract_model, convert_weights
 from retarget.weights.safetensors_io import SafetensorsReader
 from retarget.weights.transforms import parse_transform
 
-CASE = Case("resnet.py", "resnet_tiny", {}, [((2, 3, 32, 32), "float")])
-
-
-@pytest.fixture(scope="module")
-def resnet(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stream")
-    pair = build_pair(CASE)
-    (tmp / "model_flax.py").write_text(pair.conversion.code)
-    torch.save(pair.torch_model.state_dict(), tmp / "rn.pt")
-    module = import_source(pair.conversion.code, "stream_resnet_flax")
+@pytest.fixture
+def resnet(resnet_checkpoint_setup):
+    pair, module, tmp = resnet_checkpoint_setup
+    if not (tmp / "rn.pt").exists():
+        torch.save(pair.torch_model.state_dict(), tmp / "rn.pt")
     return tmp, module, pair
 
 

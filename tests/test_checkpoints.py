@@ -23,13 +23,9 @@ from retarget.weights.safetensors_io import CheckpointError
 CASE = Case("resnet.py", "resnet_tiny", {}, [((2, 3, 32, 32), "float")])
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ck")
-    pair = build_pair(CASE)
-    (tmp / "model_flax.py").write_text(pair.conversion.code)
-    module = import_source(pair.conversion.code, "ck_resnet_flax")
-    return pair, module, tmp
+@pytest.fixture
+def setup(resnet_checkpoint_setup):
+    return resnet_checkpoint_setup
 
 
 def _factory(module):
