@@ -77,10 +77,10 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def resolve_names(source: str, path: str) -> tuple[cst.Module, dict]:
-    """Parse and resolve torch names: the tree and its `node -> torch qualified name` map."""
-    wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)
-    names = TorchNames()
+def resolve_names(tree: cst.Module, aliases: dict[str, str] | None = None) -> tuple[cst.Module, dict]:
+    """Resolve torch names in a parsed file: the tree and its `node -> torch qualified name` map."""
+    wrapper = MetadataWrapper(tree, unsafe_skip_copy=True)
+    names = TorchNames(aliases)
     wrapper.visit(names)
     return wrapper.module, names.qualnames
 
@@ -90,7 +90,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     """Convert one file; `external` carries what the rest of its package says about its imports."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
-    names = TorchNames()
+    names = TorchNames(external.torch_aliases if external else None)
     wrapper.visit(names)
     prepass = Prepass()
     wrapper.module.visit(prepass)
@@ -104,7 +104,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, ctx.support & used, ctx)
-    converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))
+    converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers),
+                            set(external.torch_aliases) if external else set())
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
     return Conversion(converted.code, diagnostics)

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import libcst as cst
 
 from .notebook import convert_notebook, notebook_python
-from .pipeline import Conversion, convert_source, resolve_names
+from .pipeline import Conversion, convert_source, parse, resolve_names
 from .rewrite.facts import Analysis, External
 from .rules import RuleSet, default_rules
 
@@ -122,6 +122,8 @@ class ProjectFacts:
         return external
 
     def _note(self, external: External, local: str, name: str) -> None:
+        if name.split(".")[0] == "torch":
+            external.torch_aliases[local] = name
         if name in self.module_classes:
             external.modules[local] = self.module_classes[name]
         if name in self.rngs_functions:
@@ -132,7 +134,8 @@ class ProjectFacts:
         if self._member_index[0] == self.size():
             return self._member_index[1]
         members: dict[str, list[str]] = defaultdict(list)
-        for name in (*self.module_classes, *self.rngs_functions):
+        reexported = [k for k in self.aliases if self.resolve(k).split(".")[0] == "torch"]
+        for name in (*self.module_classes, *self.rngs_functions, *reexported):
             parent, _, member = name.rpartition(".")
             members[parent].append(member)
         self._member_index = (self.size(), members)
@@ -166,11 +169,15 @@ def index_project(files: list[SourceFile], texts: dict[Path, str],
     """Cross-file facts, and each file's import bindings: every file's analysis repeated until no
     file exports anything new."""
     rules = rules or default_rules()
-    indexed = []
+    facts, parsed = ProjectFacts(), []
     for file in files:
-        tree, qualnames = resolve_names(_python_text(file, texts[file.path]), str(file.path))
-        indexed.append(_Indexed(file, tree, qualnames, import_bindings(tree, file)))
-    facts = ProjectFacts()
+        tree = parse(_python_text(file, texts[file.path]), str(file.path))
+        parsed.append((file, tree, import_bindings(tree, file)))
+        facts.aliases.update({f"{file.module}.{local}": target for local, target in parsed[-1][2].items()})
+    indexed = []
+    for file, tree, bindings in parsed:  # names re-exported from torch by the package resolve as torch's
+        tree, qualnames = resolve_names(tree, facts.external_for(bindings).torch_aliases)
+        indexed.append(_Indexed(file, tree, qualnames, bindings))
     while True:
         before = facts.size()
         for item in indexed:

@@ -44,11 +44,15 @@ class External:
     """What other files of the package say about names this file imports (none for a lone file).
 
     `modules` maps a local dotted name (`ConvBlock`, `blocks.ConvBlock`) of an imported module class
-    to its torch layer base (or None); `rngs_functions` are imported functions that build layers."""
+    to its torch layer base (or None); `rngs_functions` are imported functions that build layers;
+    `torch_aliases` maps local names that another file of the package imported from torch
+    (`from .utils import load_state_dict_from_url`) to the torch API they are."""
 
-    def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None):
+    def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None,
+                 torch_aliases: dict[str, str] | None = None):
         self.modules = modules or {}
         self.rngs_functions = rngs_functions or set()
+        self.torch_aliases = torch_aliases or {}
 
 
 @dataclass

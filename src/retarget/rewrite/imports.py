@@ -28,8 +28,9 @@ KNOWN_IMPORTS = {
     "dataclass": "from dataclasses import dataclass",
     "Path": "from pathlib import Path",
     "ml_dtypes": "import ml_dtypes",
+    "urllib": "import urllib.request",
 }
-ORDER = ["math", "os", "pickle", "re", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+ORDER = ["math", "os", "pickle", "re", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
          "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 
@@ -72,8 +73,9 @@ def _is_torch(module_name: str | None) -> bool:
 class _DropUnusedTorch(cst.CSTTransformer):
     """Drop torch imports whose names are not read in their scope (module, or the function of a local import)."""
 
-    def __init__(self, used: set[str]):
+    def __init__(self, used: set[str], torch_aliases: set[str] = frozenset()):
         self.module_used = used
+        self.torch_aliases = torch_aliases  # names this file imports from its package that are torch APIs
         self._functions: list[cst.FunctionDef] = []
         self._function_used: dict[int, set[str]] = {}
 
@@ -105,9 +107,15 @@ class _DropUnusedTorch(cst.CSTTransformer):
 
     def leave_ImportFrom(self, original: cst.ImportFrom, updated: cst.ImportFrom):
         module = dotted(updated.module) if updated.module else None
-        if not _is_torch(module) or isinstance(updated.names, cst.ImportStar):
+        if isinstance(updated.names, cst.ImportStar):
             return updated
+        if not _is_torch(module):
+            return _with_names(updated, [a for a in updated.names if self._keep_alias(a)])
         return _with_names(updated, [a for a in updated.names if self._keep(a, dotted(a.name))])
+
+    def _keep_alias(self, alias: cst.ImportAlias) -> bool:
+        bound = dotted(alias.asname.name) if alias.asname else dotted(alias.name)
+        return bound not in self.torch_aliases or bound in self.used
 
 
 class _HasNestedImport(cst.CSTVisitor):
@@ -133,15 +141,15 @@ class _HasNestedImport(cst.CSTVisitor):
         return False
 
 
-def _drop_unused_torch(module: cst.Module, used: set[str]) -> cst.Module:
+def _drop_unused_torch(module: cst.Module, used: set[str], torch_aliases: set[str]) -> cst.Module:
     """Top-level imports by a direct pass over the module body; nested ones (rare) by a full traversal."""
     nested = _HasNestedImport()
     for stmt in module.body:
         if isinstance(stmt, cst.BaseCompoundStatement):
             stmt.visit(nested)
     if nested.found:
-        return module.visit(_DropUnusedTorch(used))
-    dropper, body = _DropUnusedTorch(used), []
+        return module.visit(_DropUnusedTorch(used, torch_aliases))
+    dropper, body = _DropUnusedTorch(used, torch_aliases), []
     for stmt in module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             kept = [_drop_from(dropper, small) for small in stmt.body]
@@ -190,13 +198,15 @@ def names_used(node: cst.CSTNode) -> tuple[set[str], set[str]]:
 
 
 def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
-                helper_usage: tuple[set[str], set[str]] = (set(), set())) -> cst.Module:
-    """Remove dead torch imports; add needed JAX imports, then the support helpers."""
+                helper_usage: tuple[set[str], set[str]] = (set(), set()),
+                torch_aliases: set[str] = frozenset()) -> cst.Module:
+    """Remove dead torch imports (and dead imports of torch names re-exported by the package); add
+    needed JAX imports, then the support helpers."""
     usage = _Usage()
     module.visit(usage)
     usage.used |= helper_usage[0]
     usage.bound |= helper_usage[1]
-    module = _drop_unused_torch(module, usage.used - helper_usage[1])  # a helper now defines the name
+    module = _drop_unused_torch(module, usage.used - helper_usage[1], torch_aliases)  # a helper now defines the name
     needed = [n for n in ORDER if n in usage.used and n not in usage.bound]
     new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]
     at = _insert_at(module)

@@ -9,7 +9,7 @@ not `nn.init`), which is what rules are keyed by.
 from __future__ import annotations
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider
+from libcst.metadata import QualifiedNameProvider, QualifiedNameSource
 
 ROOTS = ("torch",)
 
@@ -20,12 +20,21 @@ def _torch_name(names) -> str | None:
 
 
 class TorchNames(cst.CSTVisitor):
-    """Collect `node -> qualified torch name` for every torch reference."""
+    """Collect `node -> qualified torch name` for every torch reference. `aliases` are local names
+    bound by imports from the file's own package that are torch APIs there (re-exports)."""
     METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
-    def __init__(self) -> None:
+    def __init__(self, aliases: dict[str, str] | None = None) -> None:
         super().__init__()
         self.qualnames: dict[cst.CSTNode, str] = {}
+        self.aliases = aliases or {}
+
+    def _name(self, node: cst.BaseExpression) -> str | None:
+        names = self.get_metadata(QualifiedNameProvider, node, set())
+        found = _torch_name(names)
+        if found is None and self.aliases and any(q.source is QualifiedNameSource.IMPORT for q in names):
+            return self.aliases.get(dotted(node) or "")
+        return found
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False
@@ -36,14 +45,14 @@ class TorchNames(cst.CSTVisitor):
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         if dotted(node) is None:  # `torch.tril(x).view`: only plain dotted chains name an API
             return True
-        name = _torch_name(self.get_metadata(QualifiedNameProvider, node, set()))
+        name = self._name(node)
         if name is None:
             return True
         self.qualnames[node] = name
         return False
 
     def visit_Name(self, node: cst.Name) -> None:
-        name = _torch_name(self.get_metadata(QualifiedNameProvider, node, set()))
+        name = self._name(node)
         if name is not None:
             self.qualnames[node] = name
 

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts
+from .facts import FunctionFacts, mentions
 from .names import dotted
 from .template import Template, parenthesize
 
@@ -26,8 +26,11 @@ def anonymous(node: cst.FunctionDef) -> FunctionFacts:
                          [a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params)])
 
 
-def add_rngs_param(func: cst.FunctionDef) -> cst.FunctionDef:
-    param = cst.Param(cst.Name("rngs"), cst.Annotation(cst.parse_expression("nnx.Rngs")))
+def add_rngs_param(func: cst.FunctionDef, optional: bool = False) -> cst.FunctionDef:
+    """A keyword-only `rngs`; optional (`= None`) for a constructor that builds nothing random, so
+    `NewGELU()` works as in torch and `NewGELU(rngs=rngs)` as any converted layer."""
+    annotation = cst.Annotation(cst.parse_expression("nnx.Rngs | None" if optional else "nnx.Rngs"))
+    param = cst.Param(cst.Name("rngs"), annotation, default=cst.Name("None") if optional else None)
     params = func.params
     if isinstance(params.star_arg, cst.MaybeSentinel):
         params = params.with_changes(star_arg=cst.ParamStar(), kwonly_params=[param])
@@ -69,10 +72,10 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
 
 
 def _base_takes_rngs(ctx: Context, cls) -> bool:
-    """Whether `super().__init__(...)` must pass `rngs` (a module class of the file, a layer with params)."""
-    if cls.layer_base:
-        return ctx.rules.get("module", cls.layer_base).needs_rngs
-    return _has_module_base(ctx, cls.name)
+    """Whether `super().__init__(...)` must pass `rngs` (a module class of the package, a layer with params)."""
+    if _has_module_base(ctx, cls.name):
+        return True
+    return bool(cls.layer_base) and ctx.rules.get("module", cls.layer_base).needs_rngs
 
 
 def _has_module_base(ctx: Context, name: str) -> bool:
@@ -88,8 +91,32 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
     if in_module and func.node.name.value == "__init__":
         updated = _convert_init_body(ctx, updated)
     if func.key in ctx.facts.rngs_functions and "rngs" not in func.params:
-        updated = add_rngs_param(updated)
+        optional = (in_module and func.node.name.value == "__init__" and not _reads_rngs(updated.body)
+                    and not (ctx.module_class and ctx.module_class.keeps_rngs))
+        updated = add_rngs_param(updated, optional)
     return updated
+
+
+def _reads_rngs(body: cst.BaseSuite) -> bool:
+    return mentions(body, lambda n: isinstance(n, cst.Name) and n.value == "rngs")
+
+
+def constructor_for(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
+    """A module class without `__init__` deriving from `nn.Module` only: it is built like every
+    converted layer (`Cls(rngs=rngs)`, or `Cls()` as in torch), so it gets an `__init__` taking an
+    optional `rngs`."""
+    if cls is None or cls.layer_base or _has_module_base(ctx, cls.name) or any(
+            isinstance(s, cst.FunctionDef) and s.name.value == "__init__" for s in updated.body.body):
+        return updated
+    init = cst.parse_statement("def __init__(self, *, rngs: nnx.Rngs | None = None):\n    pass\n")
+    body = list(updated.body.body)
+    at = next((i for i, s in enumerate(body) if not _is_docstring(s)), len(body))
+    return updated.with_changes(body=updated.body.with_changes(body=[*body[:at], init, *body[at:]]))
+
+
+def _is_docstring(stmt: cst.BaseStatement) -> bool:
+    return (isinstance(stmt, cst.SimpleStatementLine) and isinstance(stmt.body[0], cst.Expr)
+            and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
 
 
 def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call:
@@ -176,7 +203,11 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
         return cst.parse_expression(layer.as_class)
     if layer:
         return Escape("RT103", f"`{qual}` is used as a class here; its Flax counterpart takes other arguments")
-    if ctx.rules.get("function", qual):
+    function = ctx.rules.get("function", qual)
+    if function and function.as_value:
+        ctx.support.update(function.support)
+        return cst.parse_expression(function.as_value)
+    if function:
         return Escape("RT103", f"`{qual}` is used as a value; only calls to it are converted")
     return Escape("RT101", f"`{qual}` has no rule")
 

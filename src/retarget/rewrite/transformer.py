@@ -60,7 +60,8 @@ class Converter(cst.CSTTransformer):
         self.ctx.classes.append(self.ctx.facts.classes.get(node.name.value))
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
-        return structure.keep_rngs(self.ctx, self.ctx.classes.pop(), updated)
+        cls = self.ctx.classes.pop()
+        return structure.keep_rngs(self.ctx, cls, structure.constructor_for(self.ctx, cls, updated))
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self.ctx.module_class if not self.ctx.functions else None
@@ -115,8 +116,8 @@ class Converter(cst.CSTTransformer):
         ctx = self.ctx
         updated = structure.thread_rngs(ctx, original, updated)
         site = self._site(original, updated, statement)
-        if site is None:
-            return updated
+        if site is None or isinstance(site, cst.Call):
+            return updated if site is None else site
         if isinstance(site, Escape):
             self.ctx.escape(original, site)
             return site
@@ -162,11 +163,19 @@ class Converter(cst.CSTTransformer):
         if isinstance(bound, Escape):
             # a method call that does not fit the Tensor signature is some other type's method
             # (`arr.mean(axis=1)` on a JAX array, `obj.sigmoid(x)`): leave it alone
-            return None if rule.kind == "method" else bound
+            return None if rule.kind == "method" else self._as_value(rule, updated) or bound
         site = Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
         if statement and rule.kind == "method" and rule.name.endswith("_"):
             return structure.inplace_target(ctx, site)
         return site
+
+    def _as_value(self, rule, updated: cst.Call) -> cst.Call | None:
+        """A call form no template takes (`f(url, *args, **kwargs)`), to a function whose helper has
+        torch's own signature: call the helper as written."""
+        if not rule.as_value:
+            return None
+        self.ctx.support.update(rule.support)
+        return updated.with_changes(func=cst.parse_expression(rule.as_value))
 
     def _unknown_method(self, original: cst.Call, method: str):
         """A torch.Tensor method with no rule, called in model code: report it rather than keep it silently."""

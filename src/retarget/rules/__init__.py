@@ -24,7 +24,7 @@ from ..weights.transforms import parse_transform
 
 RULES_DIR = Path(__file__).parent
 KINDS = ("function", "module", "method", "attribute", "property")
-FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "note"}
+FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "as_value", "note"}
 RECEIVERS = ("tensor", "module", "any")
 
 
@@ -77,6 +77,7 @@ class Rule:
     ambiguous: bool = False
     receiver: str = "tensor"
     as_class: str | None = None
+    as_value: str | None = None  # a function's drop-in with torch's own signature (for values, `*args` calls)
     origin: str = ""
     note: str = ""  # what a reader (or a report) should know about the mapping
 
@@ -155,7 +156,8 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
                 _parse_params(raw.get("params", {}), f"{origin}: {name}"),
                 {k: ({"read": v} if isinstance(v, str) else v) for k, v in raw.get("attrs", {}).items()},
                 raw.get("flax"), bool(raw.get("ambiguous", False)), raw.get("receiver", "tensor"),
-                raw.get("as_class") or (raw.get("flax") if support else None), origin, raw.get("note", ""))
+                raw.get("as_class") or (raw.get("flax") if support else None), raw.get("as_value"), origin,
+                raw.get("note", ""))
 
 
 def _validate(rules: RuleSet) -> None:
@@ -169,6 +171,8 @@ def _validate(rules: RuleSet) -> None:
                                 f"which is not registered (known: {', '.join(sorted(REGISTRY))})")
             if rule.as_class and not rule.as_class.startswith("nnx.") and rule.as_class not in SUPPORT.definitions:
                 raise RuleError(f"{rule.origin}: rule {rule.name!r}: as_class {rule.as_class!r} is not a support class")
+            if rule.as_value and rule.as_value not in rule.support:
+                raise RuleError(f"{rule.origin}: rule {rule.name!r}: as_value {rule.as_value!r} must be one of its support helpers")
             for helper in rule.support:
                 if helper not in SUPPORT.definitions:
                     raise RuleError(f"{rule.origin}: rule {rule.name!r} needs support helper {helper!r}, "

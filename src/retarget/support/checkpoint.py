@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 import zipfile
 
 import numpy as np
@@ -141,6 +142,23 @@ def load(f, map_location=None, weights_only=True):
             return _nested({key: archive[key] for key in archive.files})
     except (ValueError, OSError):
         return _read_torch(f)  # legacy torch.save format
+
+
+def load_state_dict_from_url(url, model_dir=None, map_location=None, progress=True, check_hash=False,
+                             file_name=None, weights_only=True):
+    """torch.hub.load_state_dict_from_url for converted code: download once into torch's cache
+    directory ($TORCH_HOME/hub/checkpoints), then read it like `load` (no torch, no pickled code)."""
+    home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
+    model_dir = model_dir or os.path.join(home, "hub", "checkpoints")
+    os.makedirs(model_dir, exist_ok=True)
+    target = os.path.join(model_dir, file_name or os.path.basename(url.split("?")[0]))
+    if not os.path.exists(target):
+        tmp = f"{target}.part{os.getpid()}"
+        with urllib.request.urlopen(url) as response, open(tmp, "wb") as handle:
+            while chunk := response.read(1 << 20):
+                handle.write(chunk)
+        os.replace(tmp, target)
+    return load(target)
 
 
 def _read_torch(f):
