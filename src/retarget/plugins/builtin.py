@@ -75,21 +75,45 @@ def _all_of(variable: cst.BaseExpression) -> cst.Subscript:
 
 @register("nn_init")
 def nn_init(site: Site, rngs: cst.BaseExpression):
-    """`nn.init.normal_(m.weight, std=.02)` -> `m.kernel.value = <initialiser>` (same distribution)."""
+    """`nn.init.normal_(m.weight, std=.02)` -> `m.kernel.value = <initialiser>` (same distribution);
+    on a layer whose class only the running program knows (`def layer_init(layer): ...`), the
+    initialiser runs in torch's layout through `init_torch_`."""
     if not site.statement:
         return Escape("RT104", f"`{site.rule.name}` used as a value")
     variable = _init_variable(site)
     if isinstance(variable, Escape):
-        return variable
+        return _init_at_run_time(site) or variable
+    value = _initialiser(site, variable, site.extra.get("fan", {}))
+    return value if isinstance(value, Escape) else cst.Assign([cst.AssignTarget(_all_of(variable))], value)
+
+
+def _initialiser(site: Site, tensor: cst.BaseExpression, fan: dict) -> cst.BaseExpression | Escape:
     ctx = site.extra["ctx"]
     key = ctx.key_expr("params") or cst.parse_expression("jax.random.key(0)")
-    values = {**site.bound, **site.extra.get("fan", {}), "tensor": variable, "prng": key}
+    values = {**site.bound, **fan, "tensor": tensor, "prng": key}
     defaults = _defaults(site.rule.sig)
     for template in site.rule.templates:
         value = template.render(values, defaults)
         if value is not None:
-            return cst.Assign([cst.AssignTarget(_all_of(variable))], value)
+            return value
     return Escape("RT102", f"no target form of `{site.rule.name}` fits this call")
+
+
+def _init_at_run_time(site: Site) -> cst.BaseExpression | None:
+    """`init_torch_(layer, "weight", lambda w: <initialiser of w in torch's layout>)`."""
+    original = site.original.args[0].value if site.original.args else None
+    if isinstance(original, cst.Attribute) and original.attr.value == "data":
+        original = original.value
+    if not (isinstance(original, cst.Attribute) and dotted(original.value)) or dotted(original.value) == "self":
+        return None
+    fan = {"in_axis": cst.Integer("1"), "out_axis": cst.Integer("0")}  # torch's (out, in, *kernel) layout
+    value = _initialiser(site, cst.Name("w"), fan)
+    if isinstance(value, Escape):
+        return None
+    site.extra["ctx"].support.add("init_torch_")
+    init = cst.Lambda(cst.Parameters([cst.Param(cst.Name("w"))]), value)
+    return cst.Call(cst.Name("init_torch_"), [cst.Arg(original.value), cst.Arg(cst.SimpleString(
+        repr(original.attr.value))), cst.Arg(init)])
 
 
 _DTYPE_PREFIXES = ("jnp.", "np.")

@@ -27,6 +27,7 @@ class ClassFacts:
     param_attrs: set[str] = field(default_factory=set)
     reads_training: bool = False
     keeps_rngs: bool = False
+    assigned: set[str] = field(default_factory=set)  # `self.x = <not None>` anywhere in the class
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Analysis:
         facts = Facts(classes, self.collector.functions, set(), external=self.external)
         for cls in classes.values():
             self._attribute_types(cls, facts)
+            cls.assigned = self._assigned_attrs(cls, facts)
         self._class_valued_params(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
@@ -200,6 +202,18 @@ class Analysis:
                 if entry:
                     cls.attr_types[f"{attr}.{key}"] = entry
 
+    def _assigned_attrs(self, cls: ClassFacts, facts: Facts) -> set[str]:
+        """Attributes some method of the class sets to a value other than None."""
+        found = set()
+        for func in facts.functions.values():
+            if func.owner != cls.name:
+                continue
+            for stmt in _assignments(func.node):
+                target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
+                if target and target.startswith("self.") and not _is_none(stmt.value):
+                    found.add(target[5:])
+        return found
+
     def _tensor_names(self, func: FunctionFacts) -> set[str]:
         """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, torch
         results, layer outputs (`self.proj(x)`), and anything computed from those."""
@@ -264,6 +278,8 @@ class Analysis:
         name = dotted(call.func)
         if facts.is_module_class(name) or name in func.class_values or name in self.external.rngs_functions:
             return True
+        if name == "cls" and func.owner and facts.is_module_class(func.owner):
+            return True  # `cls(...)` in a classmethod of a module class (`Model.from_args(...)`)
         callee = self._callee(call, func, facts)
         return callee is not None and callee.key in known
 
@@ -275,10 +291,20 @@ class Analysis:
             for func in facts.functions.values():
                 if func.key in known or func.node.name.value == "forward":
                     continue
-                if any(self.needs_rngs(c, func, facts, known) for c in func.calls):
+                if any(self.needs_rngs(c, func, facts, known) or (func.owner is None and self._draws_random(c))
+                       for c in func.calls):
                     known.add(func.key)
                     changed = True
         return known
+
+    def _draws_random(self, call: cst.Call) -> bool:
+        """A torch call needing a PRNG key (`nn.init.normal_`, `w.data.normal_(0, .02)`): a function
+        making it receives `rngs` (a method draws from `self.rngs` instead)."""
+        qual = self.qualnames.get(call.func)
+        rule = self.rules.get("function", qual) if qual else None
+        if rule is None and isinstance(call.func, cst.Attribute) and call.func.attr.value.endswith("_"):
+            rule = self.rules.get("method", call.func.attr.value)
+        return bool(rule and any("prng" in t.placeholders for t in rule.templates))
 
 
 _ASSIGNMENTS: dict[int, tuple[cst.FunctionDef, list[cst.Assign]]] = {}
@@ -339,6 +365,10 @@ def mentions(node: cst.CSTNode, predicate) -> bool:
 
     node.visit(_Visitor())
     return bool(found)
+
+
+def _is_none(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "None"
 
 
 def _reads(node: cst.CSTNode, names: set[str]) -> bool:

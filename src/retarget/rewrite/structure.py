@@ -101,6 +101,17 @@ def _reads_rngs(body: cst.BaseSuite) -> bool:
     return mentions(body, lambda n: isinstance(n, cst.Name) and n.value == "rngs")
 
 
+def data_placeholder(ctx: Context, original: cst.Assign, updated: cst.Assign) -> cst.Assign:
+    """`self.downsample = None` where the class later sets a layer there: NNX would take the None
+    for a static attribute and refuse the layer, so the placeholder is marked as data."""
+    cls, target = ctx.module_class, dotted(original.targets[0].target) if len(original.targets) == 1 else None
+    if (cls is None or not target or not target.startswith("self.") or target[5:] not in cls.assigned
+            or not isinstance(updated, cst.Assign) or not (isinstance(original.value, cst.Name)
+                                                           and original.value.value == "None")):
+        return updated
+    return updated.with_changes(value=cst.parse_expression("nnx.data(None)"))
+
+
 def constructor_for(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
     """A module class without `__init__` deriving from `nn.Module` only: it is built like every
     converted layer (`Cls(rngs=rngs)`, or `Cls()` as in torch), so it gets an `__init__` taking an
@@ -417,8 +428,9 @@ def loop_over_modules(original: cst.For, updated: cst.For) -> cst.For:
     return updated.with_changes(target=target, iter=cst.parse_expression(f"nnx.iter_modules({receiver})"))
 
 
-def apply_as_loop(original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
-    """`self.apply(fn)` as a statement -> `for _, m in nnx.iter_modules(self): fn(m)`."""
+def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+    """`self.apply(fn)` as a statement -> `for _, m in nnx.iter_modules(self): fn(m)` (`fn(m, rngs=rngs)`
+    when `fn` draws random numbers, as `weights_init(m)` with `m.weight.data.normal_(0, 0.02)`)."""
     if len(original.body) != 1 or not isinstance(original.body[0], cst.Expr):
         return updated
     call = original.body[0].value
@@ -427,5 +439,8 @@ def apply_as_loop(original: cst.SimpleStatementLine, updated: cst.SimpleStatemen
     if receiver is None or len(call.args) != 1 or not isinstance(converted, cst.ListComp):
         return updated
     fn = cst.Module([]).code_for_node(converted.elt.func)
-    loop = cst.parse_statement(f"for _, module in nnx.iter_modules({receiver}):\n    {fn}(module)\n")
+    rngs = ""
+    if dotted(call.args[0].value) in ctx.facts.rngs_functions:
+        rngs = ", rngs=" + cst.Module([]).code_for_node(ctx.rngs_expr())
+    loop = cst.parse_statement(f"for _, module in nnx.iter_modules({receiver}):\n    {fn}(module{rngs})\n")
     return loop.with_changes(leading_lines=updated.leading_lines)

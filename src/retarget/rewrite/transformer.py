@@ -241,13 +241,13 @@ class Converter(cst.CSTTransformer):
         return train_step.rewrite_block(self.ctx, original, updated)
 
     def leave_SimpleStatementLine(self, original, updated):
-        return structure.apply_as_loop(original, updated)
+        return structure.apply_as_loop(self.ctx, original, updated)
 
     def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
         result = structure.functional_update(self.ctx, original, updated)
         if result is not updated:
             return result
-        return structure.tie_weights(self.ctx, original, updated)
+        return structure.data_placeholder(self.ctx, original, structure.tie_weights(self.ctx, original, updated))
 
     def leave_AugAssign(self, original: cst.AugAssign, updated: cst.AugAssign):
         return structure.functional_update(self.ctx, original, updated)

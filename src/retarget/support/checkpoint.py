@@ -14,6 +14,7 @@ import re
 import urllib.request
 import zipfile
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -97,6 +98,30 @@ def to_flax_layout(array, transform):
     if transform == "transpose":
         return np.ascontiguousarray(array.T)
     return np.ascontiguousarray(np.transpose(array, [int(a) for a in transform.split(":")[1].split(",")]))
+
+
+def from_flax_layout(array, transform):
+    """The inverse of `to_flax_layout`: a converted variable's value in torch's layout."""
+    if transform == "identity":
+        return array
+    if transform == "transpose":
+        return array.T
+    return np.transpose(array, np.argsort([int(a) for a in transform.split(":")[1].split(",")]))
+
+
+def init_torch_(layer, name, init):
+    """`nn.init.*_(layer.<name>)` where the layer's class is known only at run time: `init` gets the
+    current value in torch's layout (so fans are torch's) and its result is stored in the converted
+    layer's own layout, through the same table as checkpoints (TORCH_LAYOUT)."""
+    for target, source, transform in layout_of(type(layer), TORCH_LAYOUT) or [(name, name, "identity")]:
+        if source == name:
+            variable = layer
+            for part in target.split("."):
+                variable = getattr(variable, part)
+            value = init(jnp.asarray(from_flax_layout(np.asarray(variable[...]), transform)))
+            variable[...] = jnp.asarray(to_flax_layout(np.asarray(value), transform), variable.dtype)
+            return layer
+    raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
 
 
 def _flat(tree, prefix=""):

@@ -1,0 +1,66 @@
+"""Constructs found in real code (issue 11, section 2): each small torch program in
+tests/constructs/ is converted, built through its own factory (with `rngs`), its torch weights
+ported, and run against torch eagerly and under jit."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import retarget
+from harness import import_source, run_flax
+
+CONSTRUCTS = Path(__file__).parent / "constructs"
+
+
+def convert_pair(file: str):
+    source = (CONSTRUCTS / file).read_text()
+    conversion = retarget.convert(source, path=file)
+    stem = file[:-3]
+    return import_source(source, f"construct_torch_{stem}"), import_source(conversion.code, f"construct_flax_{stem}"), \
+        conversion
+
+
+def assert_same(torch_model, flax_model, *inputs, atol=1e-5):
+    torch_model.eval()
+    flax_model.eval()
+    expected = torch_model(*[torch.from_numpy(a) for a in inputs]).detach().numpy()
+    np.testing.assert_allclose(np.asarray(run_flax(flax_model, inputs)), expected, atol=atol, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(run_flax(flax_model, inputs, jit=True)), expected, atol=atol, rtol=1e-5)
+
+
+def test_factories_classmethods_init_functions_and_late_layers():
+    """A classmethod factory and a function returning it take `rngs`; `layer_init(layer, std)` and
+    `self.apply(weights_init)` with `m.weight.data.normal_` initialise converted layers; a layer
+    class without __init__; `self.downsample = None` then a layer; a Sequential built into a local;
+    `self.body.forward(x)`; a shape from a module attribute inside jit; an abstract base forward."""
+    torch_mod, flax_mod, conversion = convert_pair("init_and_factories.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    net = torch_mod.make_net(8)
+    flax_net = flax_mod.make_net(8, rngs=nnx.Rngs(0))
+    retarget.port_weights(net.state_dict(), flax_net)
+    assert_same(net, flax_net, np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32))
+
+
+def test_layer_init_draws_torch_distributions():
+    """`layer_init` on a layer known only at run time: orthogonal weights scaled by std (in torch's
+    (out, in) layout) and a constant bias; `weights_init` draws N(0, 0.02)."""
+    _, flax_mod, _ = convert_pair("init_and_factories.py")
+    layer = flax_mod.layer_init(nnx.Linear(64, 32, rngs=nnx.Rngs(0)), std=0.5, bias_const=0.25, rngs=nnx.Rngs(2))
+    weight = np.asarray(layer.kernel[...]).T  # torch layout (out, in): orthogonal rows
+    np.testing.assert_allclose(weight @ weight.T, 0.25 * np.eye(32), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer.bias[...]), 0.25)
+    big = nnx.Linear(256, 256, rngs=nnx.Rngs(0))
+    flax_mod.weights_init(big, rngs=nnx.Rngs(1))
+    assert abs(float(np.std(np.asarray(big.kernel[...]))) - 0.02) < 1e-3
+    assert not np.asarray(big.bias[...]).any()
+
+
+def test_module_without_init_builds_with_and_without_rngs():
+    _, flax_mod, _ = convert_pair("init_and_factories.py")
+    x = np.linspace(-2, 2, 5, dtype=np.float32)
+    expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    for gelu in (flax_mod.NewGELU(), flax_mod.NewGELU(rngs=nnx.Rngs(0))):
+        np.testing.assert_allclose(np.asarray(gelu(x)), expected, rtol=1e-5)
