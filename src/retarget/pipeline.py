@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from .diagnostics import ConversionError, Diagnostic, Escape
+from .diagnostics import FILE_MARKER, ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
@@ -68,6 +68,13 @@ def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> froz
     return frozenset(requested - copied)
 
 
+def drop_file_markers(module: cst.Module) -> cst.Module:
+    """A marker an earlier run put at the top of a file it could not convert (RT900, RT901) is
+    stale once the file converts: it goes."""
+    header = [line for line in module.header if not (line.comment and FILE_MARKER.match(line.comment.value))]
+    return module.with_changes(header=header) if len(header) != len(module.header) else module
+
+
 def check(code: str, path: str) -> None:
     """The output must parse; anything else is a bug in retarget, reported as such."""
     try:
@@ -104,7 +111,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, ctx.support & used, ctx)
-    converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers))
+    converted = drop_file_markers(fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers)))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
     return Conversion(converted.code, diagnostics)

@@ -5,7 +5,8 @@ that builds layers in one file and is called from another must receive it. Each 
 analysis (the one `convert` runs) decides what its top-level classes and functions are; this
 module runs those analyses over every file, feeding each one what the files it imports export,
 until nothing changes (a least fixed point, so the result does not depend on file order). Then the
-files convert independently, in parallel, each with the facts about its own imports.
+files convert independently, in parallel, each with the facts about its own imports. A file that
+cannot be converted, or that retarget fails on, in either phase, costs only itself (`isolation`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Callable, Iterable
 
 import libcst as cst
 
+from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
+from .isolation import guarded, internal_problem, with_problem
 from .notebook import convert_notebook, notebook_python
 from .pipeline import Conversion, convert_source, resolve_names
 from .rewrite.facts import Analysis, External
@@ -147,6 +150,18 @@ class _Indexed:
     bindings: dict[str, str]
 
 
+@dataclass
+class ProjectIndex:
+    """The facts the files export, each file's import bindings, and the files whose analysis
+    failed inside retarget (they export nothing; their conversion reports it)."""
+    facts: ProjectFacts = field(default_factory=ProjectFacts)
+    bindings: dict[Path, dict[str, str]] = field(default_factory=dict)
+    failures: dict[Path, Diagnostic] = field(default_factory=dict)
+
+    def external(self, file: SourceFile) -> External:
+        return self.facts.external_for(self.bindings.get(file.path, {}))
+
+
 def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
     """Record what one file exports, given what is known so far about its imports."""
     analysis = Analysis(item.tree, item.qualnames, rules, facts.external_for(item.bindings))
@@ -161,22 +176,45 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
         facts.aliases[f"{prefix}.{local}"] = target
 
 
-def index_project(files: list[SourceFile], texts: dict[Path, str],
-                  rules: RuleSet | None = None) -> tuple[ProjectFacts, dict[Path, dict[str, str]]]:
+def _indexed(file: SourceFile, text: str, index: ProjectIndex) -> _Indexed | None:
+    """One file parsed for the package analysis; None when it cannot be (its conversion says why)."""
+    try:
+        tree, qualnames = resolve_names(_python_text(file, text), str(file.path))
+    except ConversionError:
+        return None
+    except Exception as exc:  # a bug in retarget: this file exports nothing
+        index.failures[file.path] = _index_problem(exc, file)
+        return None
+    return _Indexed(file, tree, qualnames, import_bindings(tree, file))
+
+
+def _index_problem(exc: Exception, file: SourceFile) -> Diagnostic:
+    return internal_problem(exc, str(file.path), "indexing this file for its package",
+                            "other files do not know the classes it defines")
+
+
+def _exported(item: _Indexed, index: ProjectIndex, rules: RuleSet) -> bool:
+    """Run one file's analysis for the index; False (and the failure noted) when retarget fails on it."""
+    try:
+        _export(item, index.facts, rules)
+    except Exception as exc:  # a bug in retarget: this file exports no more
+        index.failures[item.file.path] = _index_problem(exc, item.file)
+        return False
+    return True
+
+
+def index_project(files: list[SourceFile], texts: dict[Path, str], rules: RuleSet | None = None) -> ProjectIndex:
     """Cross-file facts, and each file's import bindings: every file's analysis repeated until no
-    file exports anything new."""
+    file exports anything new. A file retarget fails on drops out; the others go on."""
     rules = rules or default_rules()
-    indexed = []
-    for file in files:
-        tree, qualnames = resolve_names(_python_text(file, texts[file.path]), str(file.path))
-        indexed.append(_Indexed(file, tree, qualnames, import_bindings(tree, file)))
-    facts = ProjectFacts()
+    index = ProjectIndex()
+    indexed = [item for item in (_indexed(f, texts[f.path], index) for f in files) if item]
+    index.bindings = {item.file.path: item.bindings for item in indexed}
     while True:
-        before = facts.size()
-        for item in indexed:
-            _export(item, facts, rules)
-        if facts.size() == before:
-            return facts, {item.file.path: item.bindings for item in indexed}
+        before = index.facts.size()
+        indexed = [item for item in indexed if _exported(item, index, rules)]
+        if index.facts.size() == before:
+            return index
 
 
 @dataclass
@@ -192,34 +230,48 @@ def _python_text(file: SourceFile, text: str) -> str:
     return notebook_python(text, str(file.path)) if file.path.suffix == ".ipynb" else text
 
 
-def _convert_job(job: tuple[str, str, External]) -> Conversion:
-    text, path, external = job
+def _convert(text: str, path: str, external: External) -> Conversion:
     if path.endswith(".ipynb"):
         return convert_notebook(text, path, external)
     return convert_source(text, path, external=external)
 
 
+def _convert_job(job: tuple[str, str, External]) -> Conversion:
+    """Runs in a worker: whatever goes wrong stays with this file (kept unchanged and reported)."""
+    text, path, external = job
+    return guarded(lambda: _convert(text, path, external), text, path)
+
+
 def convert_files(files: list[SourceFile], texts: dict[Path, str], *, jobs: int | None = None,
                   progress: Callable[[int, int, SourceFile], None] | None = None) -> list[FileResult]:
     """Index the package, then convert every file with the facts about its imports, in parallel
-    when there are enough files. Results come back in `files` order: the output is deterministic."""
-    facts, bindings = index_project(files, texts)
-    work = [(texts[f.path], str(f.path), facts.external_for(bindings[f.path])) for f in files]
+    when there are enough files. Results come back in `files` order: the output is deterministic.
+    A file retarget cannot convert is kept unchanged and reported; the others convert."""
+    index = index_project(files, texts)
+    work = [(texts[f.path], str(f.path), index.external(f)) for f in files]
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             conversions = pool.map(_convert_job, work, chunksize=max(1, len(work) // (jobs * 8)))
-            return _collect(files, texts, conversions, progress)
-    return _collect(files, texts, map(_convert_job, work), progress)
+            return _collect(files, texts, conversions, progress, index.failures)
+    return _collect(files, texts, map(_convert_job, work), progress, index.failures)
 
 
-def _collect(files, texts, conversions, progress) -> list[FileResult]:
+def _collect(files, texts, conversions, progress, failures: dict[Path, Diagnostic]) -> list[FileResult]:
     results = []
     for i, (file, conversion) in enumerate(zip(files, conversions), 1):
-        results.append(FileResult(file, texts[file.path], conversion))
+        results.append(FileResult(file, texts[file.path], _with_index_failure(file, conversion, failures)))
         if progress:
             progress(i, len(files), file)
     return results
+
+
+def _with_index_failure(file: SourceFile, conversion: Conversion, failures: dict[Path, Diagnostic]) -> Conversion:
+    """A file the package analysis failed on but that converted: the failure is still reported (what
+    it defines was unknown to the other files)."""
+    if file.path not in failures or any(d.code in (INTERNAL, UNREADABLE) for d in conversion.diagnostics):
+        return conversion
+    return with_problem(conversion, str(file.path), failures[file.path])
 
 
 def progress_bar(done: int, total: int, file: SourceFile) -> None:
