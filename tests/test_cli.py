@@ -82,3 +82,11 @@ def test_bad_target_is_a_usage_error():
     with pytest.raises(SystemExit) as info:
         main(["convert", "x.py", "--to", "mlx"])
     assert info.value.code == 2
+
+
+def test_help_lists_every_exit_status(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {status}  " in out for status in range(4)) and "RT900" in out and "RT901" in out

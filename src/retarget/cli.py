@@ -1,17 +1,9 @@
 """Command line: `retarget convert PATH [-o OUT] [--diff] [--check] [--report HTML] [--report-json JSON]` and
 `retarget weights SRC -o OUT --model FILE.py:Class [--args JSON] [--to flax|torch] [--verify]`.
 
-Exit status (the highest that applies):
-  0  converted cleanly
-  1  converted, with escape hatches left (`# RETARGET-TODO(...)` markers, listed on stderr)
-  2  bad input: a missing path, or a file that cannot be converted (syntax error, not UTF-8,
-     not a notebook). A single file: nothing is written. In a directory that file is kept
-     unchanged with an RT901 marker line at its top, and every other file is converted.
-  3  internal error in retarget (a bug; please report it with the traceback shown). A single
-     file: nothing is written. In a directory that file is kept unchanged with an RT900 marker
-     line at its top, and every other file is converted.
-`--check` writes no code and exits 1 when converting would change a file (or, with -o, the
-existing output). stdout only ever carries converted code or a diff; messages go to stderr.
+Exit status: the highest that applies, 0 clean, 1 escape hatches left, 2 bad input, 3 internal
+error (`EXIT_STATUS`, shown by `retarget convert --help`). stdout only ever carries converted code
+or a diff; messages go to stderr.
 """
 from __future__ import annotations
 
@@ -35,6 +27,16 @@ from .isolation import InternalError, input_problem, internal_problem
 
 EXIT_CLEAN, EXIT_ESCAPES, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 FILE_PROBLEMS = (INTERNAL, UNREADABLE)
+EXIT_STATUS = """exit status (the highest that applies):
+  0  converted cleanly
+  1  converted, with escape hatches left (# RETARGET-TODO(...) markers, listed on stderr);
+     with --check: converting would change a file (or, with -o, the existing output)
+  2  bad input: a missing path, or a file that cannot be converted (syntax error, not UTF-8,
+     not a notebook). A single file: nothing is written. In a directory that file is kept
+     unchanged with an RT901 marker line at its top, and every other file is converted.
+  3  internal error in retarget (a bug: please report it with the traceback shown). A single
+     file: nothing is written. In a directory that file is kept unchanged with an RT900
+     marker line at its top, and every other file is converted."""
 
 
 class UsageError(Exception):
@@ -54,7 +56,8 @@ class Converted:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retarget", description="Port PyTorch models to JAX / Flax NNX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)")
+    conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)",
+                          epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     conv.add_argument("path", help="a .py file, a directory tree, or - to read stdin and write stdout")
     conv.add_argument("-o", "--output", help="output file or directory (a file input without -o prints to stdout)")
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
