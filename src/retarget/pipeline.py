@@ -84,12 +84,11 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def resolve_names(source: str, path: str) -> tuple[cst.Module, dict]:
-    """Parse and resolve torch names: the tree and its `node -> torch qualified name` map."""
-    wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)
+def torch_qualnames(wrapper: MetadataWrapper) -> dict:
+    """The `node -> torch qualified name` map of a parsed file."""
     names = TorchNames()
     wrapper.visit(names)
-    return wrapper.module, names.qualnames
+    return names.qualnames
 
 
 def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None,
@@ -97,15 +96,14 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     """Convert one file; `external` carries what the rest of its package says about its imports."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
-    names = TorchNames()
-    wrapper.visit(names)
+    qualnames = torch_qualnames(wrapper)
     prepass = Prepass()
     wrapper.module.visit(prepass)
-    analysis = Analysis(wrapper.module, names.qualnames, rules, external)
+    analysis = Analysis(wrapper.module, qualnames, rules, external)
     positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
     facts = analysis.run()
-    training = plan_training(wrapper.module, names.qualnames, analysis.module_call_test(facts))
-    ctx = Context(path, rules, names.qualnames, positions, analysis, facts,
+    training = plan_training(wrapper.module, qualnames, analysis.module_call_test(facts))
+    ctx = Context(path, rules, qualnames, positions, analysis, facts,
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))

@@ -17,75 +17,22 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, TypeVar
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper
 
 from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
 from .isolation import guarded, internal_problem, with_problem
 from .notebook import convert_notebook, notebook_python
-from .pipeline import Conversion, convert_source, resolve_names
+from .package_imports import ModuleImports, SourceFile, module_imports, package_bindings
+from .package_imports import import_bindings, source_files  # noqa: F401 - part of this module's interface
+from .pipeline import Conversion, convert_source, parse, torch_qualnames
 from .rewrite.facts import Analysis, External
 from .rules import RuleSet, default_rules
 
+T = TypeVar("T")
 PARALLEL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One Python file of the tree: where it is and the module name other files import it by."""
-    path: Path
-    relative: Path
-    module: str
-    is_package: bool
-
-
-def source_files(root: Path, paths: Iterable[Path]) -> list[SourceFile]:
-    """Module names relative to `root`; a root with `__init__.py` is itself the top package."""
-    prefix = [root.name] if (root / "__init__.py").exists() else []
-    found = []
-    for path in sorted(paths):
-        relative = path.relative_to(root)
-        parts = [*prefix, *relative.with_suffix("").parts]
-        is_package = parts[-1] == "__init__"
-        found.append(SourceFile(path, relative, ".".join(parts[:-1] if is_package else parts), is_package))
-    return found
-
-
-def _absolute(file: SourceFile, level: int, name: str) -> str:
-    """The absolute module of `from <level dots><name> import ...` written in `file`."""
-    if not level:
-        return name
-    package = file.module.split(".") if file.is_package else file.module.split(".")[:-1]
-    base = package[:len(package) - (level - 1)] if level > 1 else package
-    return ".".join([*base, name] if name else base)
-
-
-def import_bindings(module: cst.Module, file: SourceFile) -> dict[str, str]:
-    """Local name -> absolute dotted target, for every import statement of the file."""
-    bindings: dict[str, str] = {}
-
-    class _Imports(cst.CSTVisitor):
-        def visit_Import(self, node: cst.Import) -> None:
-            for alias in node.names:
-                target = cst.helpers.get_full_name_for_node(alias.name) or ""
-                if alias.asname:
-                    bindings[alias.asname.name.value] = target
-                else:
-                    bindings.setdefault(target.split(".")[0], target.split(".")[0])
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-            if isinstance(node.names, cst.ImportStar):
-                return
-            source = _absolute(file, len(node.relative), cst.helpers.get_full_name_for_node(node.module)
-                               if node.module else "")
-            for alias in node.names:
-                name = alias.name.value if isinstance(alias.name, cst.Name) else ""
-                local = alias.asname.name.value if alias.asname else name
-                bindings[local] = f"{source}.{name}" if source else name
-
-    module.visit(_Imports())
-    return bindings
 
 
 @dataclass
@@ -145,9 +92,14 @@ class ProjectFacts:
 @dataclass
 class _Indexed:
     file: SourceFile
-    tree: cst.Module
-    qualnames: dict
-    bindings: dict[str, str]
+    wrapper: MetadataWrapper
+    imports: ModuleImports
+    qualnames: dict = field(default_factory=dict)
+    bindings: dict[str, str] = field(default_factory=dict)  # with star imports expanded
+
+    @property
+    def tree(self) -> cst.Module:
+        return self.wrapper.module
 
 
 @dataclass
@@ -157,6 +109,14 @@ class ProjectIndex:
     facts: ProjectFacts = field(default_factory=ProjectFacts)
     bindings: dict[Path, dict[str, str]] = field(default_factory=dict)
     failures: dict[Path, Diagnostic] = field(default_factory=dict)
+
+    def bind(self, items: list[_Indexed]) -> None:
+        """Each file's bindings, and the names the files re-export (`pkg.layers.ConvBlock`)."""
+        imports = package_bindings([item.imports for item in items])
+        for item in items:
+            item.bindings = self.bindings[item.file.path] = imports[item.file.path].bindings
+            for local, target in item.bindings.items():
+                self.facts.aliases[f"{item.file.module}.{local}"] = target
 
     def external(self, file: SourceFile) -> External:
         return self.facts.external_for(self.bindings.get(file.path, {}))
@@ -172,35 +132,29 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
             facts.module_classes[f"{prefix}.{stmt.name.value}"] = found.classes[stmt.name.value].layer_base
         elif isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.rngs_functions:
             facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
-    for local, target in item.bindings.items():
-        facts.aliases[f"{prefix}.{local}"] = target
 
 
-def _indexed(file: SourceFile, text: str, index: ProjectIndex) -> _Indexed | None:
-    """One file parsed for the package analysis; None when it cannot be (its conversion says why)."""
+def _attempt(index: ProjectIndex, file: SourceFile, step: Callable[[], T]) -> T | None:
+    """One step of the package analysis for one file; None when the file cannot be parsed (its
+    conversion reports why) or retarget fails on it (noted: the file exports no more)."""
     try:
-        tree, qualnames = resolve_names(_python_text(file, text), str(file.path))
+        return step()
     except ConversionError:
         return None
-    except Exception as exc:  # a bug in retarget: this file exports nothing
-        index.failures[file.path] = _index_problem(exc, file)
+    except Exception as exc:  # a bug in retarget: it costs this file only
+        index.failures.setdefault(file.path, internal_problem(
+            exc, str(file.path), "indexing this file for its package", "other files do not know the classes it defines"))
         return None
-    return _Indexed(file, tree, qualnames, import_bindings(tree, file))
 
 
-def _index_problem(exc: Exception, file: SourceFile) -> Diagnostic:
-    return internal_problem(exc, str(file.path), "indexing this file for its package",
-                            "other files do not know the classes it defines")
+def _parse(file: SourceFile, text: str) -> _Indexed:
+    wrapper = MetadataWrapper(parse(_python_text(file, text), str(file.path)), unsafe_skip_copy=True)
+    return _Indexed(file, wrapper, module_imports(wrapper.module, file))
 
 
-def _exported(item: _Indexed, index: ProjectIndex, rules: RuleSet) -> bool:
-    """Run one file's analysis for the index; False (and the failure noted) when retarget fails on it."""
-    try:
-        _export(item, index.facts, rules)
-    except Exception as exc:  # a bug in retarget: this file exports no more
-        index.failures[item.file.path] = _index_problem(exc, item.file)
-        return False
-    return True
+def _qualify(item: _Indexed) -> _Indexed:
+    item.qualnames = torch_qualnames(item.wrapper)
+    return item
 
 
 def index_project(files: list[SourceFile], texts: dict[Path, str], rules: RuleSet | None = None) -> ProjectIndex:
@@ -208,11 +162,13 @@ def index_project(files: list[SourceFile], texts: dict[Path, str], rules: RuleSe
     file exports anything new. A file retarget fails on drops out; the others go on."""
     rules = rules or default_rules()
     index = ProjectIndex()
-    indexed = [item for item in (_indexed(f, texts[f.path], index) for f in files) if item]
-    index.bindings = {item.file.path: item.bindings for item in indexed}
+    parsed = [item for f in files if (item := _attempt(index, f, lambda f=f: _parse(f, texts[f.path])))]
+    index.bind(parsed)
+    indexed = [item for item in parsed if _attempt(index, item.file, lambda item=item: _qualify(item))]
     while True:
         before = index.facts.size()
-        indexed = [item for item in indexed if _exported(item, index, rules)]
+        indexed = [item for item in indexed
+                   if _attempt(index, item.file, lambda item=item: _export(item, index.facts, rules) or item)]
         if index.facts.size() == before:
             return index
 
