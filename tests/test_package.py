@@ -148,10 +148,7 @@ class DoubleConv(nn.Module):
 def out_conv(cin, classes):
     return nn.Conv2d(cin, classes, kernel_size=1)
 '''
-STAR_MODEL = '''import torch.nn as nn
-import torch.nn.functional as F
-
-from .parts import *
+STAR_MODEL = '''from .parts import *  # DoubleConv, out_conv, and also nn and F: this file imports nothing else
 
 
 class UNetLite(nn.Module):
@@ -255,3 +252,14 @@ def test_imports_written_as_if_the_directory_were_on_sys_path(tmp_path):
     assert bindings["models"] == {"BaseVAE": "models.base.BaseVAE"}
     assert bindings["models.vae.conv"] == {"BaseVAE": "models.base.BaseVAE", "helpers": "models.vae.helpers",
                                            "act": "models.vae.helpers.act", "torch": "torch"}
+
+
+def test_a_star_imported_torch_name_is_torch_s_unless_shadowed():
+    from retarget.pipeline import torch_qualnames
+    from libcst.metadata import MetadataWrapper
+    source = ("from .parts import *\n\nclass M(nn.Module):\n    def f(self, x, nn=None):\n"
+              "        return F.relu(x), nn.Linear, g(F=1).F\n")
+    wrapper = MetadataWrapper(retarget.pipeline.parse(source, "m.py"))
+    found = sorted(torch_qualnames(wrapper, {"nn": "torch.nn", "F": "torch.nn.functional"}).values())
+    assert found == ["torch.nn.Module", "torch.nn.functional.relu"]  # not the parameter `nn`, not `F=` or `.F`
+    assert torch_qualnames(MetadataWrapper(retarget.pipeline.parse(source, "m.py"))) == {}

@@ -84,9 +84,10 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def torch_qualnames(wrapper: MetadataWrapper) -> dict:
-    """The `node -> torch qualified name` map of a parsed file."""
-    names = TorchNames()
+def torch_qualnames(wrapper: MetadataWrapper, star_names: dict[str, str] | None = None) -> dict:
+    """The `node -> torch qualified name` map of a parsed file (`star_names`: torch's names that
+    star imports of other files of its package bind)."""
+    names = TorchNames(star_names)
     wrapper.visit(names)
     return names.qualnames
 
@@ -96,7 +97,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     """Convert one file; `external` carries what the rest of its package says about its imports."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
-    qualnames = torch_qualnames(wrapper)
+    qualnames = torch_qualnames(wrapper, external.torch_names if external else None)
     prepass = Prepass()
     wrapper.module.visit(prepass)
     analysis = Analysis(wrapper.module, qualnames, rules, external)

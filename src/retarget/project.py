@@ -109,17 +109,24 @@ class ProjectIndex:
     facts: ProjectFacts = field(default_factory=ProjectFacts)
     bindings: dict[Path, dict[str, str]] = field(default_factory=dict)
     failures: dict[Path, Diagnostic] = field(default_factory=dict)
+    torch_names: dict[Path, dict[str, str]] = field(default_factory=dict)  # star-bound names that are torch's
 
     def bind(self, items: list[_Indexed]) -> None:
-        """Each file's bindings, and the names the files re-export (`pkg.layers.ConvBlock`)."""
+        """Each file's bindings, the names the files re-export (`pkg.layers.ConvBlock`), and the torch
+        names star imports bring (`nn` from `from .parts import *` when parts.py imports torch.nn)."""
         imports = package_bindings([item.imports for item in items])
         for item in items:
             item.bindings = self.bindings[item.file.path] = imports[item.file.path].bindings
             for local, target in item.bindings.items():
                 self.facts.aliases[f"{item.file.module}.{local}"] = target
+        for item in items:
+            resolved = {name: self.facts.resolve(item.bindings[name]) for name in imports[item.file.path].starred}
+            self.torch_names[item.file.path] = {n: r for n, r in resolved.items() if r.split(".")[0] == "torch"}
 
     def external(self, file: SourceFile) -> External:
-        return self.facts.external_for(self.bindings.get(file.path, {}))
+        external = self.facts.external_for(self.bindings.get(file.path, {}))
+        external.torch_names = self.torch_names.get(file.path, {})
+        return external
 
 
 def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
@@ -152,8 +159,8 @@ def _parse(file: SourceFile, text: str) -> _Indexed:
     return _Indexed(file, wrapper, module_imports(wrapper.module, file))
 
 
-def _qualify(item: _Indexed) -> _Indexed:
-    item.qualnames = torch_qualnames(item.wrapper)
+def _qualify(item: _Indexed, index: ProjectIndex) -> _Indexed:
+    item.qualnames = torch_qualnames(item.wrapper, index.torch_names[item.file.path])
     return item
 
 
@@ -164,7 +171,7 @@ def index_project(files: list[SourceFile], texts: dict[Path, str], rules: RuleSe
     index = ProjectIndex()
     parsed = [item for f in files if (item := _attempt(index, f, lambda f=f: _parse(f, texts[f.path])))]
     index.bind(parsed)
-    indexed = [item for item in parsed if _attempt(index, item.file, lambda item=item: _qualify(item))]
+    indexed = [item for item in parsed if _attempt(index, item.file, lambda item=item: _qualify(item, index))]
     while True:
         before = index.facts.size()
         indexed = [item for item in indexed

@@ -44,11 +44,14 @@ class External:
     """What other files of the package say about names this file imports (none for a lone file).
 
     `modules` maps a local dotted name (`ConvBlock`, `blocks.ConvBlock`) of an imported module class
-    to its torch layer base (or None); `rngs_functions` are imported functions that build layers."""
+    to its torch layer base (or None); `rngs_functions` are imported functions that build layers;
+    `torch_names` maps names a star import binds to torch's (`nn` -> `torch.nn`)."""
 
-    def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None):
+    def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None,
+                 torch_names: dict[str, str] | None = None):
         self.modules = modules or {}
         self.rngs_functions = rngs_functions or set()
+        self.torch_names = torch_names or {}
 
 
 @dataclass
