@@ -92,14 +92,11 @@ class ProjectFacts:
 @dataclass
 class _Indexed:
     file: SourceFile
-    wrapper: MetadataWrapper
+    tree: cst.Module
     imports: ModuleImports
+    wrapper: MetadataWrapper | None  # until the torch names are resolved (its metadata is large)
     qualnames: dict = field(default_factory=dict)
     bindings: dict[str, str] = field(default_factory=dict)  # with star imports expanded
-
-    @property
-    def tree(self) -> cst.Module:
-        return self.wrapper.module
 
 
 @dataclass
@@ -156,11 +153,12 @@ def _attempt(index: ProjectIndex, file: SourceFile, step: Callable[[], T]) -> T 
 
 def _parse(file: SourceFile, text: str) -> _Indexed:
     wrapper = MetadataWrapper(parse(_python_text(file, text), str(file.path)), unsafe_skip_copy=True)
-    return _Indexed(file, wrapper, module_imports(wrapper.module, file))
+    return _Indexed(file, wrapper.module, module_imports(wrapper.module, file), wrapper)
 
 
 def _qualify(item: _Indexed, index: ProjectIndex) -> _Indexed:
     item.qualnames = torch_qualnames(item.wrapper, index.torch_names[item.file.path])
+    item.wrapper = None
     return item
 
 
