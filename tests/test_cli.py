@@ -33,7 +33,7 @@ def test_syntax_error_exit_2_writes_nothing(tmp_path, capsys):
     assert "b.py:3" in capsys.readouterr().err
 
 
-def test_directory_is_mirrored_and_nothing_written_on_error(tmp_path, capsys):
+def test_directory_is_mirrored_and_a_broken_file_costs_only_itself(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "pkg").mkdir(parents=True)
     (src / "pkg" / "model.py").write_text(CLEAN)
@@ -47,7 +47,10 @@ def test_directory_is_mirrored_and_nothing_written_on_error(tmp_path, capsys):
     (src / "pkg" / "broken.py").write_text(BROKEN)
     out2 = tmp_path / "out2"
     assert main(["convert", str(src), "-o", str(out2)]) == 2
-    assert not out2.exists()
+    assert f"{src / 'pkg' / 'broken.py'}:3:7: RT901 syntax error: invalid syntax" in capsys.readouterr().err
+    assert "nnx.Module" in (out2 / "pkg" / "model.py").read_text()
+    assert (out2 / "pkg" / "broken.py").read_text() == (
+        "# RETARGET-TODO(RT901): syntax error: invalid syntax; the file was kept unchanged\n" + BROKEN)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out2")]
 
 
@@ -79,3 +82,11 @@ def test_bad_target_is_a_usage_error():
     with pytest.raises(SystemExit) as info:
         main(["convert", "x.py", "--to", "mlx"])
     assert info.value.code == 2
+
+
+def test_help_lists_every_exit_status(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {status}  " in out for status in range(4)) and "RT900" in out and "RT901" in out

@@ -125,3 +125,141 @@ def test_a_lone_file_is_unaffected_by_package_analysis():
     source = (PACKAGE / "shop" / "model.py").read_text()
     alone = retarget.convert(source, path="model.py").code
     assert "ConvBNAct(3, width)" in alone  # without its package, nothing says ConvBNAct is a module
+
+
+# -- star imports and imports written as if the package directory were on sys.path ---------------
+
+PARTS = '''"""Building blocks, star-imported by model.py (milesial's Pytorch-UNet does the same)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DoubleConv(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def out_conv(cin, classes):
+    return nn.Conv2d(cin, classes, kernel_size=1)
+'''
+STAR_MODEL = '''from .parts import *  # DoubleConv, out_conv, and also nn and F: this file imports nothing else
+
+
+class UNetLite(nn.Module):
+    def __init__(self, classes=2):
+        super().__init__()
+        self.inc = DoubleConv(3, 8)
+        self.down = DoubleConv(8, 16)
+        self.outc = out_conv(16, classes)
+
+    def forward(self, x):
+        x = self.inc(x)
+        return self.outc(self.down(F.max_pool2d(x, 2)))
+'''
+FLAT_MODEL = '''import torch.nn as nn
+from parts import DoubleConv, out_conv
+
+
+class FlatNet(nn.Module):
+    """Imports its sibling as a script would, with this directory on sys.path."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = DoubleConv(3, 4)
+        self.head = out_conv(4, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+def _import_unet(root: Path):
+    """`unet.model` (the package on sys.path) and `flat` (its directory on sys.path, as a script has)."""
+    for name in [m for m in sys.modules if m.split(".")[0] in ("unet", "parts", "flat")]:
+        del sys.modules[name]
+    sys.path[:0] = [str(root), str(root / "unet")]
+    try:
+        return importlib.import_module("unet.model").UNetLite, importlib.import_module("flat").FlatNet
+    finally:
+        del sys.path[:2]
+
+
+def _write_unet(src: Path, model: str = STAR_MODEL) -> None:
+    (src / "unet").mkdir(parents=True)
+    for name, text in {"__init__": "", "parts": PARTS, "model": model, "flat": FLAT_MODEL}.items():
+        (src / "unet" / f"{name}.py").write_text(text)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["star-import", "sys-path-import"])
+def test_star_and_sys_path_imports_of_package_files_convert_and_match_torch(tmp_path, which):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _write_unet(src)
+    assert main(["convert", str(src), "-o", str(out), "-q"]) == 0
+    torch.manual_seed(0)
+    tmodel = _import_unet(src)[which]()
+    randomize_statistics(tmodel)
+    tmodel.eval()
+    fmodel = _import_unet(out)[which](rngs=nnx.Rngs(0))
+    retarget.port_weights(tmodel.state_dict(), fmodel)
+    fmodel.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    expected = tmodel(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(np.asarray(fmodel(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def _bindings(tmp_path, files: dict[str, str]) -> dict[str, dict[str, str]]:
+    from retarget.project import index_project
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = source_files(tmp_path, sorted(tmp_path.rglob("*.py")))
+    index = index_project(found, {f.path: f.path.read_text() for f in found})
+    return {f.module: index.bindings[f.path] for f in found}
+
+
+def test_star_imports_follow_all_privacy_and_re_exports(tmp_path):
+    bindings = _bindings(tmp_path / "pkg", {
+        "__init__.py": "",
+        "shapes.py": "__all__ = ('Square',)\nclass Square: pass\nclass Circle: pass\n",
+        "blocks.py": "import torch.nn as nn\nclass Block(nn.Module): pass\ndef _helper(): pass\n",
+        "layers/__init__.py": "from ..blocks import *\nfrom .extra import Extra as Renamed\n",
+        "layers/extra.py": "class Extra: pass\n",
+        "model.py": "from .shapes import *\nfrom .layers import *\nfrom torch.nn import *\n",
+    })
+    model = bindings["pkg.model"]
+    assert model["Square"] == "pkg.shapes.Square" and "Circle" not in model  # __all__ decides
+    assert model["Block"] == "pkg.layers.Block" and "_helper" not in model  # no __all__: no underscore names
+    assert model["Renamed"] == "pkg.layers.Renamed" and model["nn"] == "pkg.layers.nn"  # what layers imports
+    facts = ProjectFacts(aliases={f"pkg.layers.{k}": v for k, v in bindings["pkg.layers"].items()})
+    assert facts.resolve(model["Block"]) == "pkg.blocks.Block"
+    assert facts.resolve(model["Renamed"]) == "pkg.layers.extra.Extra"
+
+
+def test_imports_written_as_if_the_directory_were_on_sys_path(tmp_path):
+    bindings = _bindings(tmp_path / "models", {
+        "__init__.py": "from models.base import BaseVAE\n",
+        "base.py": "class BaseVAE: pass\n",
+        "vae/__init__.py": "",
+        "vae/conv.py": "from base import BaseVAE\nimport helpers\nfrom helpers import act\nimport torch\n",
+        "vae/helpers.py": "def act(): pass\n",
+    })
+    assert bindings["models"] == {"BaseVAE": "models.base.BaseVAE"}
+    assert bindings["models.vae.conv"] == {"BaseVAE": "models.base.BaseVAE", "helpers": "models.vae.helpers",
+                                           "act": "models.vae.helpers.act", "torch": "torch"}
+
+
+def test_a_star_imported_torch_name_is_torch_s_unless_shadowed():
+    from retarget.pipeline import torch_qualnames
+    from libcst.metadata import MetadataWrapper
+    source = ("from .parts import *\n\nclass M(nn.Module):\n    def f(self, x, nn=None):\n"
+              "        return F.relu(x), nn.Linear, g(F=1).F\n")
+    wrapper = MetadataWrapper(retarget.pipeline.parse(source, "m.py"))
+    found = sorted(torch_qualnames(wrapper, {"nn": "torch.nn", "F": "torch.nn.functional"}).values())
+    assert found == ["torch.nn.Module", "torch.nn.functional.relu"]  # not the parameter `nn`, not `F=` or `.F`
+    assert torch_qualnames(MetadataWrapper(retarget.pipeline.parse(source, "m.py"))) == {}

@@ -197,3 +197,29 @@ def test_unmatched_backward_and_step_are_reported_with_the_functional_code():
     message = next(d.message for d in result.diagnostics if d.line == 6)
     assert "nnx.value_and_grad(loss_fn)" in message and "`def loss_fn(" in message
     assert result.code.count("# RETARGET-TODO(RT110)") == 3 and "loss.backward()" in result.code
+
+
+POLICY_GRADIENT = '''import torch
+import torch.nn as nn
+
+
+def train(policy, episodes):
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    for episode in episodes:
+        log_probs = [torch.log(policy(state)[0]) for state in episode]
+        policy_loss = []
+        for log_prob in log_probs:
+            policy_loss.append(-log_prob)
+        optimizer.zero_grad()
+        loss = torch.cat(policy_loss).sum()
+        loss.backward()
+        optimizer.step()
+'''
+
+
+def test_loss_reaching_the_model_only_through_a_list_is_reported_not_a_crash():
+    """REINFORCE: the loss is built from a list filled in a loop, so no statement before
+    `backward()` calls the model. This used to crash with an IndexError; it is an RT110 now."""
+    result = retarget.convert(POLICY_GRADIENT, path="reinforce.py")
+    assert [(d.line, d.code) for d in result.diagnostics if d.code == "RT110"] == [(14, "RT110"), (15, "RT110")]
+    assert "loss.backward()" in result.code and "optimizer.step()" in result.code

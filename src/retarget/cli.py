@@ -1,11 +1,9 @@
 """Command line: `retarget convert PATH [-o OUT] [--diff] [--check] [--report HTML] [--report-json JSON]` and
 `retarget weights SRC -o OUT --model FILE.py:Class [--args JSON] [--to flax|torch] [--verify]`.
 
-Exit status: 0 converted cleanly, 1 converted with escape hatches left
-(`# RETARGET-TODO(...)` markers, listed on stderr), 2 bad input (syntax error,
-missing path, ...) with nothing written. `--check` writes no code and exits 1 when converting would
-change a file (or, with -o, the existing output). stdout only ever carries converted
-code or a diff; messages go to stderr.
+Exit status: the highest that applies, 0 clean, 1 escape hatches left, 2 bad input, 3 internal
+error (`EXIT_STATUS`, shown by `retarget convert --help`). stdout only ever carries converted code
+or a diff; messages go to stderr.
 """
 from __future__ import annotations
 
@@ -16,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,21 @@ from typing import Sequence
 
 from . import TARGETS, convert
 from .atomic import atomic_output
-from .diagnostics import ConversionError, Diagnostic
+from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
+from .isolation import InternalError, input_problem, internal_problem
 
-EXIT_CLEAN, EXIT_ESCAPES, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_CLEAN, EXIT_ESCAPES, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+FILE_PROBLEMS = (INTERNAL, UNREADABLE)
+EXIT_STATUS = """exit status (the highest that applies):
+  0  converted cleanly
+  1  converted, with escape hatches left (# RETARGET-TODO(...) markers, listed on stderr);
+     with --check: converting would change a file (or, with -o, the existing output)
+  2  bad input: a missing path, or a file that cannot be converted (syntax error, not UTF-8,
+     not a notebook). A single file: nothing is written. In a directory that file is kept
+     unchanged with an RT901 marker line at its top, and every other file is converted.
+  3  internal error in retarget (a bug: please report it with the traceback shown). A single
+     file: nothing is written. In a directory that file is kept unchanged with an RT900
+     marker line at its top, and every other file is converted."""
 
 
 class UsageError(Exception):
@@ -39,12 +50,14 @@ class Converted:
     original: str
     code: str
     diagnostics: list[Diagnostic]
+    verbatim: bool = False  # written as a byte-for-byte copy of `source` (a file that is not UTF-8)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retarget", description="Port PyTorch models to JAX / Flax NNX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)")
+    conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)",
+                          epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     conv.add_argument("path", help="a .py file, a directory tree, or - to read stdin and write stdout")
     conv.add_argument("-o", "--output", help="output file or directory (a file input without -o prints to stdout)")
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
@@ -93,12 +106,18 @@ def _read(path: Path) -> str:
 
 
 def _convert_one(source: Path | None, relative: Path, text: str, target: str) -> Converted:
+    """One file on its own: a syntax error or an internal error raises (nothing is written)."""
     name = str(source) if source else "<stdin>"
-    if source is not None and source.suffix == ".ipynb":
-        from .notebook import convert_notebook
-        result = convert_notebook(text, name)
-    else:
-        result = convert(text, target=target, path=name)
+    try:
+        if source is not None and source.suffix == ".ipynb":
+            from .notebook import convert_notebook
+            result = convert_notebook(text, name)
+        else:
+            result = convert(text, target=target, path=name)
+    except ConversionError:
+        raise
+    except Exception as exc:  # a bug in retarget
+        raise InternalError(internal_problem(exc, name, consequence="nothing was written")) from exc
     return Converted(source, relative, text, result.code, result.diagnostics)
 
 
@@ -115,10 +134,24 @@ def _convert_tree(root: Path, jobs: int | None, quiet: bool) -> tuple[list[Conve
     from .project import convert_files, progress_bar, source_files
     python, other = _python_files(root)
     files = source_files(root, python)
-    texts = {f.path: _read(f.path) for f in files}
-    results = convert_files(files, texts, jobs=jobs, progress=None if quiet else progress_bar)
-    return [Converted(r.file.path, r.file.relative, r.original, r.conversion.code, r.conversion.diagnostics)
-            for r in results], other
+    texts, unreadable = _read_all(files)
+    results = convert_files([f for f in files if f.path in texts], texts, jobs=jobs,
+                            progress=None if quiet else progress_bar)
+    converted = [Converted(r.file.path, r.file.relative, r.original, r.conversion.code, r.conversion.diagnostics)
+                 for r in results]
+    return sorted([*converted, *unreadable], key=lambda item: item.relative), other
+
+
+def _read_all(files) -> tuple[dict[Path, str], list[Converted]]:
+    """The texts of a tree's files; a file that is not UTF-8 is reported and will be copied as it is."""
+    texts, unreadable = {}, []
+    for file in files:
+        try:
+            texts[file.path] = _read(file.path)
+        except ConversionError as exc:
+            original = file.path.read_text(encoding="utf-8", errors="replace")
+            unreadable.append(Converted(file.path, file.relative, original, original, [input_problem(exc)], True))
+    return texts, unreadable
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -134,7 +167,10 @@ def _write_tree(results: list[Converted], others: list[Path], root: Path, out: P
     try:
         for item in results:
             (staging / item.relative).parent.mkdir(parents=True, exist_ok=True)
-            (staging / item.relative).write_text(item.code, encoding="utf-8")
+            if item.verbatim:
+                shutil.copy2(item.source, staging / item.relative)
+            else:
+                (staging / item.relative).write_text(item.code, encoding="utf-8")
         for path in others:
             (staging / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, staging / path.relative_to(root))
@@ -155,15 +191,42 @@ def _diff(item: Converted) -> str:
                                         f"a/{name}", f"b/{name}"))
 
 
+def _status(diagnostics: list[Diagnostic]) -> int:
+    """The exit status the diagnostics call for: the highest that applies."""
+    codes = {d.code for d in diagnostics}
+    if INTERNAL in codes:
+        return EXIT_INTERNAL
+    if UNREADABLE in codes:
+        return EXIT_BAD_INPUT
+    return EXIT_ESCAPES if codes else EXIT_CLEAN
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for diag in diagnostics:
+        print(str(diag), file=sys.stderr)
+        if diag.traceback:
+            print(textwrap.indent(diag.traceback, "    "), end="", file=sys.stderr)
+
+
+def _summary(results: list[Converted], diagnostics: list[Diagnostic]) -> str:
+    failed = {code: {d.path for d in diagnostics if d.code == code} for code in FILE_PROBLEMS}
+    escapes = [d for d in diagnostics if d.code not in FILE_PROBLEMS]
+    text = (f"retarget: {len(results) - len(failed[INTERNAL] | failed[UNREADABLE])} file(s) converted, "
+            f"{len(escapes)} escape hatch(es) in {len({d.path for d in escapes})} file(s)")
+    if failed[UNREADABLE]:
+        text += f"; {len(failed[UNREADABLE])} file(s) cannot be converted ({UNREADABLE}), kept unchanged"
+    if failed[INTERNAL]:
+        text += (f"; {len(failed[INTERNAL])} file(s) hit an internal error in retarget ({INTERNAL}): "
+                 "please report it with the traceback above")
+    return text
+
+
 def _report(results: list[Converted], quiet: bool) -> int:
     diagnostics = [d for item in results for d in item.diagnostics]
     if not quiet:
-        for diag in diagnostics:
-            print(str(diag), file=sys.stderr)
-        files = sum(1 for item in results if item.diagnostics)
-        print(f"retarget: {len(results)} file(s) converted, {len(diagnostics)} escape hatch(es) "
-              f"in {files} file(s)", file=sys.stderr)
-    return EXIT_ESCAPES if diagnostics else EXIT_CLEAN
+        _print_diagnostics(diagnostics)
+        print(_summary(results, diagnostics), file=sys.stderr)
+    return _status(diagnostics)
 
 
 def _convert_input(args: argparse.Namespace) -> tuple[list[Converted], list[Path], Path | None]:
@@ -188,17 +251,19 @@ def _would_change(results: list[Converted], root: Path | None, output: str | Non
         if output is None:
             return item.original
         path = Path(output) / item.relative if root is not None and root.is_dir() else Path(output)
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
     return [item for item in results if current(item) != item.code]
 
 
 def _check(results: list[Converted], root: Path | None, args: argparse.Namespace) -> int:
     changed = _would_change(results, root, args.output)
+    problems = [d for item in results for d in item.diagnostics if d.code in FILE_PROBLEMS]
     if not args.quiet:
+        _print_diagnostics(problems)
         for item in changed:
             print(f"would change: {item.relative}", file=sys.stderr)
         print(f"retarget: {len(changed)} of {len(results)} file(s) would change", file=sys.stderr)
-    return EXIT_ESCAPES if changed else EXIT_CLEAN
+    return max(EXIT_ESCAPES if changed else EXIT_CLEAN, _status(problems))
 
 
 def _write_reports(results: list[Converted], args: argparse.Namespace) -> None:
@@ -342,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ConversionError):
             print("retarget: nothing was written; fix the input and run again", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except InternalError as exc:
+        print(f"retarget: error: {exc}", file=sys.stderr)
+        print(exc.diagnostic.traceback, end="", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

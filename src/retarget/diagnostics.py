@@ -3,12 +3,18 @@
 Every construct retarget cannot translate is kept as it was, marked in the
 output with `# RETARGET-TODO(CODE): message` on the line above, and reported
 as a `Diagnostic`. The codes are stable so they can be grepped and counted.
+A whole file that cannot be converted (RT900, RT901) is kept as it was, with
+its marker as the first line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 MARKER = "RETARGET-TODO"
+INTERNAL = "RT900"  # retarget itself failed on the file: a bug
+UNREADABLE = "RT901"  # the file cannot be converted at all (syntax error, not UTF-8, not a notebook)
+FILE_MARKER = re.compile(rf"^# {MARKER}\(({INTERNAL}|{UNREADABLE})\): ")
 
 CODES = {
     "RT101": "torch API with no rule: kept as is, translate by hand",
@@ -21,6 +27,8 @@ CODES = {
     "RT108": "random op where no PRNG key reaches the code",
     "RT109": "a definition in the file has the name of a helper the conversion needs",
     "RT110": "training-step code (backward, step, clipping) outside a recognised training loop",
+    INTERNAL: "internal error in retarget: the file was kept unchanged; please report it",
+    UNREADABLE: "the file cannot be converted (syntax error, not UTF-8, not a notebook): kept unchanged",
 }
 
 
@@ -32,6 +40,7 @@ class Diagnostic:
     message: str
     path: str = "<string>"
     cell: int | None = None  # notebooks: the cell (1-based, markdown cells counted) that `line` is in
+    traceback: str | None = field(default=None, compare=False)  # RT900: where retarget failed
 
     def __str__(self) -> str:
         where = f"cell {self.cell}:" if self.cell is not None else ""

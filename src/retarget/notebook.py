@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 
-from .diagnostics import ConversionError
+from .diagnostics import FILE_MARKER, ConversionError
 from .pipeline import Conversion, convert_source
 from .rewrite.facts import External
 
@@ -137,6 +137,21 @@ def cells_text(text: str) -> tuple[str, dict[int, int]]:
             starts[index] = line + 1
             line += body.count("\n") + 3
     return "".join(parts), starts
+
+
+def mark_notebook(text: str, path: str, comment: str) -> str:
+    """The notebook with `comment` as the first line of its first Python cell (replacing an earlier
+    whole-file marker there); unchanged when it is not a notebook or has no such cell."""
+    try:
+        notebook = load(text, path)
+    except ConversionError:
+        return text
+    cell = next((c for c in notebook["cells"] if _is_python(c)), None)
+    if cell is None:
+        return text
+    lines = _cell_source(_source(cell))
+    cell["source"] = [f"{comment}\n", *lines[1:]] if lines and FILE_MARKER.match(lines[0]) else [f"{comment}\n", *lines]
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
 def notebook_python(text: str, path: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from .diagnostics import ConversionError, Diagnostic, Escape
+from .diagnostics import FILE_MARKER, ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
@@ -68,6 +68,13 @@ def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> froz
     return frozenset(requested - copied)
 
 
+def drop_file_markers(module: cst.Module) -> cst.Module:
+    """A marker an earlier run put at the top of a file it could not convert (RT900, RT901) is
+    stale once the file converts: it goes."""
+    header = [line for line in module.header if not (line.comment and FILE_MARKER.match(line.comment.value))]
+    return module.with_changes(header=header) if len(header) != len(module.header) else module
+
+
 def check(code: str, path: str) -> None:
     """The output must parse; anything else is a bug in retarget, reported as such."""
     try:
@@ -77,12 +84,14 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def resolve_names(tree: cst.Module, aliases: dict[str, str] | None = None) -> tuple[cst.Module, dict]:
-    """Resolve torch names in a parsed file: the tree and its `node -> torch qualified name` map."""
-    wrapper = MetadataWrapper(tree, unsafe_skip_copy=True)
-    names = TorchNames(aliases)
+def torch_qualnames(wrapper: MetadataWrapper, star_names: dict[str, str] | None = None,
+                    aliases: dict[str, str] | None = None) -> dict:
+    """The `node -> torch qualified name` map of a parsed file (`star_names`: torch's names that
+    star imports of other files of its package bind; `aliases`: names it imports from its package
+    that are torch's there)."""
+    names = TorchNames(star_names, aliases)
     wrapper.visit(names)
-    return wrapper.module, names.qualnames
+    return names.qualnames
 
 
 def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None,
@@ -90,22 +99,22 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     """Convert one file; `external` carries what the rest of its package says about its imports."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
-    names = TorchNames(external.torch_aliases if external else None)
-    wrapper.visit(names)
+    qualnames = torch_qualnames(wrapper, external.torch_names if external else None,
+                                external.torch_aliases if external else None)
     prepass = Prepass()
     wrapper.module.visit(prepass)
-    analysis = Analysis(wrapper.module, names.qualnames, rules, external)
+    analysis = Analysis(wrapper.module, qualnames, rules, external)
     positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
     facts = analysis.run()
-    training = plan_training(wrapper.module, names.qualnames, analysis.module_call_test(facts))
-    ctx = Context(path, rules, names.qualnames, positions, analysis, facts,
+    training = plan_training(wrapper.module, qualnames, analysis.module_call_test(facts))
+    ctx = Context(path, rules, qualnames, positions, analysis, facts,
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, ctx.support & used, ctx)
-    converted = fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers),
-                            set(external.torch_aliases) if external else set())
+    converted = drop_file_markers(fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers),
+                                              set(external.torch_aliases) if external else set()))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
     return Conversion(converted.code, diagnostics)

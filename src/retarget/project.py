@@ -5,7 +5,8 @@ that builds layers in one file and is called from another must receive it. Each 
 analysis (the one `convert` runs) decides what its top-level classes and functions are; this
 module runs those analyses over every file, feeding each one what the files it imports export,
 until nothing changes (a least fixed point, so the result does not depend on file order). Then the
-files convert independently, in parallel, each with the facts about its own imports.
+files convert independently, in parallel, each with the facts about its own imports. A file that
+cannot be converted, or that retarget fails on, in either phase, costs only itself (`isolation`).
 """
 from __future__ import annotations
 
@@ -16,73 +17,22 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, TypeVar
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper
 
+from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
+from .isolation import guarded, internal_problem, with_problem
 from .notebook import convert_notebook, notebook_python
-from .pipeline import Conversion, convert_source, parse, resolve_names
+from .package_imports import ModuleImports, SourceFile, module_imports, package_bindings
+from .package_imports import import_bindings, source_files  # noqa: F401 - part of this module's interface
+from .pipeline import Conversion, convert_source, parse, torch_qualnames
 from .rewrite.facts import Analysis, External
 from .rules import RuleSet, default_rules
 
+T = TypeVar("T")
 PARALLEL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One Python file of the tree: where it is and the module name other files import it by."""
-    path: Path
-    relative: Path
-    module: str
-    is_package: bool
-
-
-def source_files(root: Path, paths: Iterable[Path]) -> list[SourceFile]:
-    """Module names relative to `root`; a root with `__init__.py` is itself the top package."""
-    prefix = [root.name] if (root / "__init__.py").exists() else []
-    found = []
-    for path in sorted(paths):
-        relative = path.relative_to(root)
-        parts = [*prefix, *relative.with_suffix("").parts]
-        is_package = parts[-1] == "__init__"
-        found.append(SourceFile(path, relative, ".".join(parts[:-1] if is_package else parts), is_package))
-    return found
-
-
-def _absolute(file: SourceFile, level: int, name: str) -> str:
-    """The absolute module of `from <level dots><name> import ...` written in `file`."""
-    if not level:
-        return name
-    package = file.module.split(".") if file.is_package else file.module.split(".")[:-1]
-    base = package[:len(package) - (level - 1)] if level > 1 else package
-    return ".".join([*base, name] if name else base)
-
-
-def import_bindings(module: cst.Module, file: SourceFile) -> dict[str, str]:
-    """Local name -> absolute dotted target, for every import statement of the file."""
-    bindings: dict[str, str] = {}
-
-    class _Imports(cst.CSTVisitor):
-        def visit_Import(self, node: cst.Import) -> None:
-            for alias in node.names:
-                target = cst.helpers.get_full_name_for_node(alias.name) or ""
-                if alias.asname:
-                    bindings[alias.asname.name.value] = target
-                else:
-                    bindings.setdefault(target.split(".")[0], target.split(".")[0])
-
-        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
-            if isinstance(node.names, cst.ImportStar):
-                return
-            source = _absolute(file, len(node.relative), cst.helpers.get_full_name_for_node(node.module)
-                               if node.module else "")
-            for alias in node.names:
-                name = alias.name.value if isinstance(alias.name, cst.Name) else ""
-                local = alias.asname.name.value if alias.asname else name
-                bindings[local] = f"{source}.{name}" if source else name
-
-    module.visit(_Imports())
-    return bindings
 
 
 @dataclass
@@ -146,8 +96,37 @@ class ProjectFacts:
 class _Indexed:
     file: SourceFile
     tree: cst.Module
-    qualnames: dict
-    bindings: dict[str, str]
+    imports: ModuleImports
+    wrapper: MetadataWrapper | None  # until the torch names are resolved (its metadata is large)
+    qualnames: dict = field(default_factory=dict)
+    bindings: dict[str, str] = field(default_factory=dict)  # with star imports expanded
+
+
+@dataclass
+class ProjectIndex:
+    """The facts the files export, each file's import bindings, and the files whose analysis
+    failed inside retarget (they export nothing; their conversion reports it)."""
+    facts: ProjectFacts = field(default_factory=ProjectFacts)
+    bindings: dict[Path, dict[str, str]] = field(default_factory=dict)
+    failures: dict[Path, Diagnostic] = field(default_factory=dict)
+    torch_names: dict[Path, dict[str, str]] = field(default_factory=dict)  # star-bound names that are torch's
+
+    def bind(self, items: list[_Indexed]) -> None:
+        """Each file's bindings, the names the files re-export (`pkg.layers.ConvBlock`), and the torch
+        names star imports bring (`nn` from `from .parts import *` when parts.py imports torch.nn)."""
+        imports = package_bindings([item.imports for item in items])
+        for item in items:
+            item.bindings = self.bindings[item.file.path] = imports[item.file.path].bindings
+            for local, target in item.bindings.items():
+                self.facts.aliases[f"{item.file.module}.{local}"] = target
+        for item in items:
+            resolved = {name: self.facts.resolve(item.bindings[name]) for name in imports[item.file.path].starred}
+            self.torch_names[item.file.path] = {n: r for n, r in resolved.items() if r.split(".")[0] == "torch"}
+
+    def external(self, file: SourceFile) -> External:
+        external = self.facts.external_for(self.bindings.get(file.path, {}))
+        external.torch_names = self.torch_names.get(file.path, {})
+        return external
 
 
 def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
@@ -160,30 +139,47 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
             facts.module_classes[f"{prefix}.{stmt.name.value}"] = found.classes[stmt.name.value].layer_base
         elif isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.rngs_functions:
             facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
-    for local, target in item.bindings.items():
-        facts.aliases[f"{prefix}.{local}"] = target
 
 
-def index_project(files: list[SourceFile], texts: dict[Path, str],
-                  rules: RuleSet | None = None) -> tuple[ProjectFacts, dict[Path, dict[str, str]]]:
+def _attempt(index: ProjectIndex, file: SourceFile, step: Callable[[], T]) -> T | None:
+    """One step of the package analysis for one file; None when the file cannot be parsed (its
+    conversion reports why) or retarget fails on it (noted: the file exports no more)."""
+    try:
+        return step()
+    except ConversionError:
+        return None
+    except Exception as exc:  # a bug in retarget: it costs this file only
+        index.failures.setdefault(file.path, internal_problem(
+            exc, str(file.path), "indexing this file for its package", "other files do not know the classes it defines"))
+        return None
+
+
+def _parse(file: SourceFile, text: str) -> _Indexed:
+    wrapper = MetadataWrapper(parse(_python_text(file, text), str(file.path)), unsafe_skip_copy=True)
+    return _Indexed(file, wrapper.module, module_imports(wrapper.module, file), wrapper)
+
+
+def _qualify(item: _Indexed, index: ProjectIndex) -> _Indexed:
+    item.qualnames = torch_qualnames(item.wrapper, index.torch_names[item.file.path],
+                                     index.facts.external_for(item.bindings).torch_aliases)
+    item.wrapper = None
+    return item
+
+
+def index_project(files: list[SourceFile], texts: dict[Path, str], rules: RuleSet | None = None) -> ProjectIndex:
     """Cross-file facts, and each file's import bindings: every file's analysis repeated until no
-    file exports anything new."""
+    file exports anything new. A file retarget fails on drops out; the others go on."""
     rules = rules or default_rules()
-    facts, parsed = ProjectFacts(), []
-    for file in files:
-        tree = parse(_python_text(file, texts[file.path]), str(file.path))
-        parsed.append((file, tree, import_bindings(tree, file)))
-        facts.aliases.update({f"{file.module}.{local}": target for local, target in parsed[-1][2].items()})
-    indexed = []
-    for file, tree, bindings in parsed:  # names re-exported from torch by the package resolve as torch's
-        tree, qualnames = resolve_names(tree, facts.external_for(bindings).torch_aliases)
-        indexed.append(_Indexed(file, tree, qualnames, bindings))
+    index = ProjectIndex()
+    parsed = [item for f in files if (item := _attempt(index, f, lambda f=f: _parse(f, texts[f.path])))]
+    index.bind(parsed)
+    indexed = [item for item in parsed if _attempt(index, item.file, lambda item=item: _qualify(item, index))]
     while True:
-        before = facts.size()
-        for item in indexed:
-            _export(item, facts, rules)
-        if facts.size() == before:
-            return facts, {item.file.path: item.bindings for item in indexed}
+        before = index.facts.size()
+        indexed = [item for item in indexed
+                   if _attempt(index, item.file, lambda item=item: _export(item, index.facts, rules) or item)]
+        if index.facts.size() == before:
+            return index
 
 
 @dataclass
@@ -199,34 +195,48 @@ def _python_text(file: SourceFile, text: str) -> str:
     return notebook_python(text, str(file.path)) if file.path.suffix == ".ipynb" else text
 
 
-def _convert_job(job: tuple[str, str, External]) -> Conversion:
-    text, path, external = job
+def _convert(text: str, path: str, external: External) -> Conversion:
     if path.endswith(".ipynb"):
         return convert_notebook(text, path, external)
     return convert_source(text, path, external=external)
 
 
+def _convert_job(job: tuple[str, str, External]) -> Conversion:
+    """Runs in a worker: whatever goes wrong stays with this file (kept unchanged and reported)."""
+    text, path, external = job
+    return guarded(lambda: _convert(text, path, external), text, path)
+
+
 def convert_files(files: list[SourceFile], texts: dict[Path, str], *, jobs: int | None = None,
                   progress: Callable[[int, int, SourceFile], None] | None = None) -> list[FileResult]:
     """Index the package, then convert every file with the facts about its imports, in parallel
-    when there are enough files. Results come back in `files` order: the output is deterministic."""
-    facts, bindings = index_project(files, texts)
-    work = [(texts[f.path], str(f.path), facts.external_for(bindings[f.path])) for f in files]
+    when there are enough files. Results come back in `files` order: the output is deterministic.
+    A file retarget cannot convert is kept unchanged and reported; the others convert."""
+    index = index_project(files, texts)
+    work = [(texts[f.path], str(f.path), index.external(f)) for f in files]
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             conversions = pool.map(_convert_job, work, chunksize=max(1, len(work) // (jobs * 8)))
-            return _collect(files, texts, conversions, progress)
-    return _collect(files, texts, map(_convert_job, work), progress)
+            return _collect(files, texts, conversions, progress, index.failures)
+    return _collect(files, texts, map(_convert_job, work), progress, index.failures)
 
 
-def _collect(files, texts, conversions, progress) -> list[FileResult]:
+def _collect(files, texts, conversions, progress, failures: dict[Path, Diagnostic]) -> list[FileResult]:
     results = []
     for i, (file, conversion) in enumerate(zip(files, conversions), 1):
-        results.append(FileResult(file, texts[file.path], conversion))
+        results.append(FileResult(file, texts[file.path], _with_index_failure(file, conversion, failures)))
         if progress:
             progress(i, len(files), file)
     return results
+
+
+def _with_index_failure(file: SourceFile, conversion: Conversion, failures: dict[Path, Diagnostic]) -> Conversion:
+    """A file the package analysis failed on but that converted: the failure is still reported (what
+    it defines was unknown to the other files)."""
+    if file.path not in failures or any(d.code in (INTERNAL, UNREADABLE) for d in conversion.diagnostics):
+        return conversion
+    return with_problem(conversion, str(file.path), failures[file.path])
 
 
 def progress_bar(done: int, total: int, file: SourceFile) -> None:

@@ -1,7 +1,7 @@
 """The conversion report: what was converted and what needs a person, for a whole tree.
 
 `report_data` is the JSON form (`--report-json`): per-file status, every escape hatch with its
-code, message and position, counts by code. `render_html` turns it, with the sources, into one
+code, message and position (and for an internal error, RT900, a short traceback), counts by code. `render_html` turns it, with the sources, into one
 self-contained HTML page (`--report`): summary, counts, a file table, the escape list linking to
 the line, and a side-by-side view of original and converted code with untranslated spans marked.
 """
@@ -39,6 +39,8 @@ def _escape_entry(diag: Diagnostic) -> dict:
     cell = getattr(diag, "cell", None)
     if cell is not None:
         entry["cell"] = cell
+    if getattr(diag, "traceback", None):
+        entry["traceback"] = diag.traceback  # RT900: where retarget failed, for the bug report
     return entry
 
 

@@ -46,13 +46,15 @@ class External:
 
     `modules` maps a local dotted name (`ConvBlock`, `blocks.ConvBlock`) of an imported module class
     to its torch layer base (or None); `rngs_functions` are imported functions that build layers;
-    `torch_aliases` maps local names that another file of the package imported from torch
-    (`from .utils import load_state_dict_from_url`) to the torch API they are."""
+    `torch_names` maps names a star import binds to torch's (`nn` -> `torch.nn`); `torch_aliases`
+    maps names imported from a file of the package that are torch APIs there (re-exports such as
+    `from .utils import load_state_dict_from_url`)."""
 
     def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None,
-                 torch_aliases: dict[str, str] | None = None):
+                 torch_names: dict[str, str] | None = None, torch_aliases: dict[str, str] | None = None):
         self.modules = modules or {}
         self.rngs_functions = rngs_functions or set()
+        self.torch_names = torch_names or {}
         self.torch_aliases = torch_aliases or {}
 
 

@@ -4,7 +4,9 @@ Uses LibCST's scope analysis (QualifiedNameProvider), so `import torch.nn as
 nn`, `from torch.nn import functional as F, Linear`, `import torch as th`,
 function-local imports and shadowing by local names all resolve in one place.
 Only the outermost expression of a dotted chain is recorded (`nn.init.zeros_`,
-not `nn.init`), which is what rules are keyed by.
+not `nn.init`), which is what rules are keyed by. In a package, a name bound
+only by `from .parts import *` (LibCST sees no binding for it) is torch's when
+the package says so (`star_names`: `nn` -> `torch.nn`).
 """
 from __future__ import annotations
 
@@ -20,21 +22,19 @@ def _torch_name(names) -> str | None:
 
 
 class TorchNames(cst.CSTVisitor):
-    """Collect `node -> qualified torch name` for every torch reference. `aliases` are local names
-    bound by imports from the file's own package that are torch APIs there (re-exports)."""
+    """Collect `node -> qualified torch name` for every torch reference."""
     METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
-    def __init__(self, aliases: dict[str, str] | None = None) -> None:
+    def __init__(self, star_names: dict[str, str] | None = None, aliases: dict[str, str] | None = None) -> None:
         super().__init__()
         self.qualnames: dict[cst.CSTNode, str] = {}
-        self.aliases = aliases or {}
+        self.star_names = star_names or {}
+        self.aliases = aliases or {}  # names imported from the package that are torch's there
+        self._not_references: set[int] = set()  # keyword names and attribute names: never bound
 
-    def _name(self, node: cst.BaseExpression) -> str | None:
-        names = self.get_metadata(QualifiedNameProvider, node, set())
-        found = _torch_name(names)
-        if found is None and self.aliases and any(q.source is QualifiedNameSource.IMPORT for q in names):
-            return self.aliases.get(dotted(node) or "")
-        return found
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self._not_references.add(id(node.keyword))
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False
@@ -43,18 +43,41 @@ class TorchNames(cst.CSTVisitor):
         return False
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
+        self._not_references.add(id(node.attr))
         if dotted(node) is None:  # `torch.tril(x).view`: only plain dotted chains name an API
             return True
-        name = self._name(node)
+        name = self._qualified(node)
         if name is None:
             return True
         self.qualnames[node] = name
         return False
 
     def visit_Name(self, node: cst.Name) -> None:
-        name = self._name(node)
+        name = self._qualified(node) if id(node) not in self._not_references else None
         if name is not None:
             self.qualnames[node] = name
+
+    def _qualified(self, node: cst.Name | cst.Attribute) -> str | None:
+        names = self.get_metadata(QualifiedNameProvider, node, set())
+        if not names:
+            return self._star_name(node)
+        found = _torch_name(names)
+        if found is None and self.aliases and any(q.source is QualifiedNameSource.IMPORT for q in names):
+            return self.aliases.get(dotted(node) or "")
+        return found
+
+    def _star_name(self, node: cst.Name | cst.Attribute) -> str | None:
+        """Torch's name for a reference LibCST cannot bind, whose first name a star import brought."""
+        name = dotted(node) or ""
+        head, _, rest = name.partition(".")
+        if head not in self.star_names:
+            return None
+        first = node
+        while isinstance(first, cst.Attribute):
+            first = first.value
+        if self.get_metadata(QualifiedNameProvider, first, set()):  # bound here (shadowed): not the import
+            return None
+        return f"{self.star_names[head]}.{rest}" if rest else self.star_names[head]
 
 
 def dotted(node: cst.BaseExpression) -> str | None:

@@ -266,6 +266,8 @@ class _Finder(cst.CSTVisitor):
         if forward is None or any(not self._clips_model(c, model) for c in clips):
             return None
         forward = self._model_dependent(forward, {model, *self.modules, *self.plan.optimizers.values()})
+        if not forward:  # the loss reaches the model only through a loop or a list: nothing to differentiate here
+            return None
         removed = [body[i], *clips, body[j]]
         return self._signature(TrainStep("", opt, model, loss, forward, clips, removed, anchor=self._anchor()))
 
@@ -284,6 +286,8 @@ class _Finder(cst.CSTVisitor):
             return None
         model = self.plan.optimizers[owners[0]]
         forward = self._model_dependent(forward, {model, *self.modules, *self.plan.optimizers.values()})
+        if not forward:
+            return None
         step = TrainStep("", owners[0], model, loss, forward, [], [body[i]], anchor=self._anchor(), accumulate=True)
         step = self._signature(step)
         step.inputs.remove(step.optimizer)
