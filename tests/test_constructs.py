@@ -64,3 +64,49 @@ def test_module_without_init_builds_with_and_without_rngs():
     expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
     for gelu in (flax_mod.NewGELU(), flax_mod.NewGELU(rngs=nnx.Rngs(0))):
         np.testing.assert_allclose(np.asarray(gelu(x)), expected, rtol=1e-5)
+
+
+REEXPORT = {
+    "__init__.py": "",
+    "common.py": (
+        "try:\n    from torch.hub import load_state_dict_from_url\n"
+        "except ImportError:\n    from torch.utils.model_zoo import load_url as load_state_dict_from_url\n"
+        "from torch.nn import LayerNorm\n"
+    ),
+    "model.py": (
+        "import torch.nn as nn\n"
+        "from .common import LayerNorm, load_state_dict_from_url\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, c):\n        super().__init__()\n"
+        "        self.norm = LayerNorm(c)\n        self.fc = nn.Linear(c, 2)\n\n"
+        "    def forward(self, x):\n        return self.fc(self.norm(x))\n\n\n"
+        "def net(c=4, url=None):\n    model = Net(c)\n"
+        "    if url:\n        model.load_state_dict(load_state_dict_from_url(url))\n    return model\n"
+    ),
+}
+
+
+def test_torch_names_re_exported_by_a_package_file(tmp_path, monkeypatch):
+    """`from torch.hub import load_state_dict_from_url` (in try/except) and `from torch.nn import
+    LayerNorm` in one file, imported from it by another: the importer converts them as torch's and
+    the converted package imports, runs like torch, and loads a torch checkpoint from a URL."""
+    from retarget.cli import main
+    source = tmp_path / "src" / "reexp"
+    source.mkdir(parents=True)
+    for name, text in REEXPORT.items():
+        (source / name).write_text(text)
+    assert main(["convert", str(source), "-o", str(tmp_path / "out" / "reexp"), "-q"]) == 0
+    assert "import torch" not in (tmp_path / "out" / "reexp" / "model.py").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path / "out"))
+    import importlib
+    converted = importlib.import_module("reexp.model")
+    torch.manual_seed(0)
+    torch_mod = import_source("import torch.nn as nn\nfrom torch.nn import LayerNorm\n" +
+                              REEXPORT["model.py"].split("\n", 2)[2].replace(
+                                  "load_state_dict_from_url(url)", "None"), "reexp_torch_model")
+    original = torch_mod.net(4)
+    checkpoint = tmp_path / "net.pth"
+    torch.save(original.state_dict(), checkpoint)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    model = converted.net(4, url=checkpoint.as_uri(), rngs=nnx.Rngs(0))
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
