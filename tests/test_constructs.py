@@ -110,3 +110,16 @@ def test_torch_names_re_exported_by_a_package_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     model = converted.net(4, url=checkpoint.as_uri(), rngs=nnx.Rngs(0))
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+
+
+def test_inplace_on_slices_asserts_checkpoints_and_python_containers():
+    """`b[i:j].zero_()` on a slice, `torch._assert` as `assert`, `torch.utils.checkpoint`, module-level
+    `torch.fx.wrap`, `@torch.jit._overload_method`, `nn.parameter.Parameter`, and methods of sets and
+    dicts (`seen.add`, `self.cache.update`) that stay Python's."""
+    torch_mod, flax_mod, conversion = convert_pair("inplace_and_asserts.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    assert "seen.add(1)" in conversion.code and "self.cache.update" in conversion.code
+    torch.manual_seed(0)
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32))

@@ -11,8 +11,19 @@ from . import register
 
 @register("noop_decorator")
 def noop_decorator(site: Site, rngs: cst.BaseExpression):
-    """`torch.jit.ignore` and friends: dropped where used as decorators, meaningless as calls."""
+    """`torch.jit.ignore` and friends: dropped where used as decorators; a call as a statement
+    (`torch.fx.wrap("name")` at module level) is dropped too; meaningless as a value."""
+    if site.statement:
+        return cst.RemoveFromParent()
     return Escape("RT102", f"`{site.rule.name}` only converts as a decorator")
+
+
+@register("assert_statement", consumes=("condition", "message"))
+def assert_statement(site: Site, rngs: cst.BaseExpression):
+    """`torch._assert(cond, msg)` as a statement -> `assert cond, msg`."""
+    if not site.statement:
+        return Escape("RT102", f"`{site.rule.name}` only converts as a statement")
+    return cst.Assert(site.arg("condition"), msg=site.arg("message"))
 
 
 @register("noop_context")

@@ -39,6 +39,7 @@ class FunctionFacts:
     calls: list[cst.Call] = field(default_factory=list)
     class_values: set[str] = field(default_factory=set)
     tensor_names: set[str] = field(default_factory=set)
+    python_names: set[str] = field(default_factory=set)  # bound to sets, lists, dicts, strings: not tensors
 
 
 class External:
@@ -70,6 +71,14 @@ class Facts:
         return name in self.classes or name in self.external.modules
 
 
+def _is_stub(node: cst.FunctionDef) -> bool:
+    """A body of only `pass`, `...` or a docstring (`@overload` / `@torch.jit._overload_method`)."""
+    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else [node.body]
+    return all(isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(s, cst.Pass) or (isinstance(s, cst.Expr) and isinstance(s.value, (cst.Ellipsis, cst.SimpleString)))
+        for s in stmt.body) for stmt in body)
+
+
 def _params(node: cst.FunctionDef) -> list[str]:
     p = node.params
     return [a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params)]
@@ -99,7 +108,8 @@ class _Collector(cst.CSTVisitor):
         owner = self._class[-1] if self._class and not self._func else None
         key = f"{owner}.{node.name.value}" if owner else node.name.value
         facts = FunctionFacts(key, node, owner, _params(node))
-        self.functions.setdefault(key, facts)
+        if key not in self.functions or _is_stub(self.functions[key].node):  # an overload stub gives way
+            self.functions[key] = facts
         self._func.append(facts)
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
@@ -130,6 +140,7 @@ class Analysis:
         self._class_valued_params(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
+            func.python_names = _python_objects(func)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
@@ -195,7 +206,7 @@ class Analysis:
                 continue
             attr = target[len("self."):]
             kind = self.value_type(stmt.value, facts)
-            if kind == "torch.nn.Parameter":
+            if kind in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
                 cls.param_attrs.add(attr)
             elif kind:
                 cls.attr_types[attr] = kind
@@ -367,6 +378,29 @@ def mentions(node: cst.CSTNode, predicate) -> bool:
 
     node.visit(_Visitor())
     return bool(found)
+
+
+PYTHON_CONTAINERS = (cst.List, cst.Dict, cst.Set, cst.ListComp, cst.DictComp, cst.SetComp, cst.SimpleString,
+                     cst.FormattedString, cst.ConcatenatedString)
+
+
+def is_python_object(node: cst.BaseExpression) -> bool:
+    """A literal or constructor of a plain Python container or string: `set()`, `{}`, `[...]`, `"a"`."""
+    if isinstance(node, PYTHON_CONTAINERS):
+        return True
+    return isinstance(node, cst.Call) and dotted(node.func) in (
+        "set", "list", "dict", "str", "collections.OrderedDict", "OrderedDict", "defaultdict", "deque",
+        "collections.defaultdict", "collections.deque", "frozenset")
+
+
+def _python_objects(func: FunctionFacts) -> set[str]:
+    """Local names and `self.` attributes every assignment in the function binds to a Python container."""
+    found, other = set(), set()
+    for stmt in _assignments(func.node):
+        target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
+        if target:
+            (found if is_python_object(stmt.value) else other).add(target)
+    return found - other
 
 
 def _is_none(node: cst.BaseExpression) -> bool:

@@ -177,6 +177,8 @@ def inplace_target(ctx: Context, site):
     """Where `x.op_(...)` stores its result: `x`, or the variable of a layer/parameter (`[...]`)."""
     original = _strip_data(site.original.func.value)
     name = dotted(original)
+    if name is None and isinstance(original, cst.Subscript) and dotted(original.value):
+        return _inplace_on_slice(site, original)
     if name is None:
         return Escape("RT104", f"in-place `{site.rule.name}` on an expression that is not a name")
     rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
@@ -191,6 +193,25 @@ def inplace_target(ctx: Context, site):
     site.receiver = variable
     site.extra["target"] = variable
     return site
+
+
+def _inplace_on_slice(site, original: cst.Subscript):
+    """`b[i:j].zero_()` -> `b = b.at[i:j].set(<zero_ of b[i:j]>)` (see `scatter_back`)."""
+    receiver = site.updated.func.value
+    if not isinstance(receiver, cst.Subscript) or original.value is None:
+        return Escape("RT104", f"in-place `{site.rule.name}` on an expression that is not a name")
+    site.receiver = receiver
+    site.extra["target"] = receiver.value
+    site.extra["at"] = receiver.slice
+    return site
+
+
+def scatter_back(site, result: cst.BaseExpression) -> cst.BaseExpression:
+    """The value an in-place method on a slice leaves in the whole array: `x.at[idx].set(result)`."""
+    if "at" not in site.extra:
+        return result
+    at = cst.Subscript(cst.Attribute(site.extra["target"], cst.Name("at")), site.extra["at"])
+    return cst.Call(cst.Attribute(at, cst.Name("set")), [cst.Arg(result)])
 
 
 def _is_param(ctx: Context, name: str) -> bool:
@@ -431,8 +452,8 @@ def loop_over_modules(original: cst.For, updated: cst.For) -> cst.For:
 def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
     """`self.apply(fn)` as a statement -> `for _, m in nnx.iter_modules(self): fn(m)` (`fn(m, rngs=rngs)`
     when `fn` draws random numbers, as `weights_init(m)` with `m.weight.data.normal_(0, 0.02)`)."""
-    if len(original.body) != 1 or not isinstance(original.body[0], cst.Expr):
-        return updated
+    if len(original.body) != 1 or not isinstance(original.body[0], cst.Expr) or not updated.body:
+        return updated if updated.body else cst.RemoveFromParent()
     call = original.body[0].value
     receiver = _module_walk(call, "apply")
     converted = updated.body[0].value if isinstance(updated.body[0], cst.Expr) else None

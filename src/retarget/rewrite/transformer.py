@@ -16,7 +16,7 @@ from ..diagnostics import Escape
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
-from .facts import mentions
+from .facts import is_python_object, mentions
 from .names import dotted
 from .template import parenthesize
 
@@ -108,7 +108,7 @@ class Converter(cst.CSTTransformer):
         result = self._rewrite_call(original.value, updated.value, statement=True)
         if result is None or isinstance(result, Escape):
             return updated
-        if isinstance(result, cst.BaseSmallStatement):
+        if isinstance(result, (cst.BaseSmallStatement, cst.RemovalSentinel)):
             return result
         return updated.with_changes(value=result)
 
@@ -127,7 +127,8 @@ class Converter(cst.CSTTransformer):
             return result
         ctx.support.update(site.rule.support)
         if statement and site.rule.kind == "method" and site.rule.name.endswith("_") and not site.rule.plugin:
-            return cst.Assign([cst.AssignTarget(site.extra.get("target", site.receiver))], result)
+            return cst.Assign([cst.AssignTarget(site.extra.get("target", site.receiver))],
+                              structure.scatter_back(site, result))
         return result
 
     def _site(self, original: cst.Call, updated: cst.Call, statement: bool):
@@ -145,6 +146,8 @@ class Converter(cst.CSTTransformer):
             if self.imports_jax or _is_jax_at(original.func.value):
                 return None  # a JAX file (`x.at[i].add(v)`, `x.flatten()`): methods of JAX arrays
             rule = ctx.rules.get("method", method)
+            if self._python_object(original.func.value):
+                return None  # `seen.add(p)`, `self.cache.update(d)`: a set's or dict's own method
             if rule is None:
                 return self._unknown_method(original, method)
             if rule.ambiguous and ctx.module_class is None and not self._tensor_receiver(original.func.value):
@@ -168,6 +171,16 @@ class Converter(cst.CSTTransformer):
         if statement and rule.kind == "method" and rule.name.endswith("_"):
             return structure.inplace_target(ctx, site)
         return site
+
+    def _python_object(self, receiver: cst.BaseExpression) -> bool:
+        """A receiver the function (or, for `self.x`, the constructor) binds to a set, list, dict or string."""
+        name, func, cls = dotted(receiver), self.ctx.function, self.ctx.module_class
+        if name is None:
+            return is_python_object(receiver)
+        if func is not None and name in func.python_names:
+            return True
+        init = self.ctx.facts.functions.get(f"{cls.name}.__init__") if cls is not None else None
+        return name.startswith("self.") and init is not None and name in init.python_names
 
     def _as_value(self, rule, updated: cst.Call) -> cst.Call | None:
         """A call form no template takes (`f(url, *args, **kwargs)`), to a function whose helper has

@@ -1,0 +1,38 @@
+import torch
+import torch.fx
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+torch.fx.wrap("masked_linear")
+
+
+def masked_linear(x, weight, bias):
+    torch._assert(x.dim() == 2, "2-d input")
+    bias = bias.clone()
+    length = bias.numel() // 3
+    bias[length : 2 * length].zero_()
+    return F.linear(x, weight, bias)
+
+
+class Net(nn.Module):
+    def __init__(self, c=6):
+        super().__init__()
+        self.weight = nn.parameter.Parameter(torch.randn(c, c))
+        self.bias = nn.Parameter(torch.randn(c))
+        self.cache = {}
+
+    @torch.jit._overload_method
+    def forward(self, x):
+        pass
+
+    def forward(self, x):
+        seen = set()
+        seen.add(1)
+        self.cache.update({"calls": 1})
+        y = cp.checkpoint(lambda a: masked_linear(a, self.weight, self.bias), x, use_reentrant=False)
+        return torch.swapaxes(torch.diff(y, dim=1)[None], 0, 1)[:, 0] * len(seen)
+
+
+def net():
+    return Net()
