@@ -40,6 +40,7 @@ class FunctionFacts:
     class_values: set[str] = field(default_factory=set)
     tensor_names: set[str] = field(default_factory=set)
     python_names: set[str] = field(default_factory=set)  # bound to sets, lists, dicts, strings: not tensors
+    dicts: dict[str, list[tuple[str, cst.BaseExpression]]] = field(default_factory=dict)  # `dd = dict(...)`
 
 
 class External:
@@ -141,6 +142,7 @@ class Analysis:
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
             func.python_names = _python_objects(func)
+            func.dicts = _dict_literals(func)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
@@ -401,6 +403,31 @@ def _python_objects(func: FunctionFacts) -> set[str]:
         if target:
             (found if is_python_object(stmt.value) else other).add(target)
     return found - other
+
+
+def _dict_literals(func: FunctionFacts) -> dict[str, list[tuple[str, cst.BaseExpression]]]:
+    """Names the function binds once, to a dict of literal string keys (timm's factory kwargs,
+    `dd = dict(device=device, dtype=dtype)`), with their entries: `f(**dd)` passes those keywords."""
+    found, seen = {}, set()
+    for stmt in _assignments(func.node):
+        target = stmt.targets[0].target if len(stmt.targets) == 1 else None
+        if not isinstance(target, cst.Name):
+            continue
+        entries = list(_dict_entries(cst.Call(cst.Name("_"), [cst.Arg(stmt.value)])))
+        if target.value in seen or not _literal_keys(stmt.value):
+            found.pop(target.value, None)
+        else:
+            found[target.value] = entries
+        seen.add(target.value)
+    return found
+
+
+def _literal_keys(node: cst.BaseExpression) -> bool:
+    """`{'a': x, 'b': y}` or `dict(a=x, b=y)`: every key a literal string, nothing spread in."""
+    if isinstance(node, cst.Dict):
+        return all(isinstance(e, cst.DictElement) and isinstance(e.key, cst.SimpleString) for e in node.elements)
+    return (isinstance(node, cst.Call) and dotted(node.func) == "dict"
+            and all(a.keyword is not None and not a.star for a in node.args))
 
 
 def _is_none(node: cst.BaseExpression) -> bool:

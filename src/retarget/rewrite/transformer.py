@@ -162,7 +162,7 @@ class Converter(cst.CSTTransformer):
         if rule.name.endswith("_") and not statement and rule.kind == "method" and not isinstance(
                 original.func.value, cst.Call):  # in place on a temporary (`x.new_empty(s).bernoulli_(p)`) is fine
             return Escape("RT104", f"in-place `{rule.name}` used as a value")
-        bound = bind(rule.sig, updated.args)
+        bound = bind(rule.sig, self._spread_dicts(updated.args))
         if isinstance(bound, Escape):
             # a method call that does not fit the Tensor signature is some other type's method
             # (`arr.mean(axis=1)` on a JAX array, `obj.sigmoid(x)`): leave it alone
@@ -171,6 +171,18 @@ class Converter(cst.CSTTransformer):
         if statement and rule.kind == "method" and rule.name.endswith("_"):
             return structure.inplace_target(ctx, site)
         return site
+
+    def _spread_dicts(self, args) -> tuple[cst.Arg, ...]:
+        """`nn.Linear(a, b, **dd)` with `dd = dict(device=device, dtype=dtype)` in the function: the
+        call passes those keywords, as if written out."""
+        func = self.ctx.function
+        if func is None or not any(a.star == "**" and dotted(a.value) in func.dicts for a in args):
+            return args
+        out = []
+        for arg in args:
+            entries = func.dicts.get(dotted(arg.value)) if arg.star == "**" else None
+            out += [arg] if entries is None else [structure.keyword_arg(k, v) for k, v in entries]
+        return tuple(out)
 
     def _python_object(self, receiver: cst.BaseExpression) -> bool:
         """A receiver the function (or, for `self.x`, the constructor) binds to a set, list, dict or string."""

@@ -27,11 +27,20 @@ def _uniform(rngs, shape, bound):
     return jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound)
 
 
+def cast_parameters(module, dtype):
+    """torch's `dtype=` on a layer: its parameters are created in that dtype (device= means nothing here)."""
+    if dtype is not None:
+        for value in vars(module).values():
+            if isinstance(value, nnx.Param):
+                value.set_value(value[...].astype(dtype))
+    return module
+
+
 class _ConvNd(nnx.Module):
     ndim = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", *, rngs: nnx.Rngs):
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rngs: nnx.Rngs):
         n = self.ndim
         self.kernel_size = _ntuple(kernel_size, n)
         self.stride, self.dilation, self.groups = _ntuple(stride, n), _ntuple(dilation, n), groups
@@ -41,6 +50,7 @@ class _ConvNd(nnx.Module):
         bound = 1.0 / math.sqrt(in_channels // groups * math.prod(self.kernel_size))
         self.kernel = nnx.Param(_uniform(rngs, (out_channels, in_channels // groups) + self.kernel_size, bound))
         self.bias = nnx.Param(_uniform(rngs, (out_channels,), bound)) if bias else None
+        cast_parameters(self, dtype)
 
     def _explicit_padding(self):
         """(low, high) per spatial dim; 'same' splits the total like torch (extra on the high side)."""
@@ -77,7 +87,7 @@ class _ConvTransposeNd(nnx.Module):
     ndim = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
-                 groups=1, bias=True, dilation=1, *, rngs: nnx.Rngs):
+                 groups=1, bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, rngs: nnx.Rngs):
         n = self.ndim
         self.kernel_size = _ntuple(kernel_size, n)
         self.stride, self.padding, self.dilation = _ntuple(stride, n), _ntuple(padding, n), _ntuple(dilation, n)
@@ -85,6 +95,7 @@ class _ConvTransposeNd(nnx.Module):
         bound = 1.0 / math.sqrt(out_channels // groups * math.prod(self.kernel_size))
         self.kernel = nnx.Param(_uniform(rngs, (in_channels, out_channels // groups) + self.kernel_size, bound))
         self.bias = nnx.Param(_uniform(rngs, (out_channels,), bound)) if bias else None
+        cast_parameters(self, dtype)
 
     def __call__(self, x):
         return conv_transpose_nd(x, self.kernel[...], None if self.bias is None else self.bias[...],
@@ -112,10 +123,10 @@ class _BatchNorm(nnx.Module):
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 *, rngs: nnx.Rngs | None = None):
+                 device=None, dtype=None, *, rngs: nnx.Rngs | None = None):
         self.eps, self.momentum, self.track_running_stats = eps, momentum, track_running_stats
-        self.scale = nnx.Param(jnp.ones((num_features,))) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_features,))) if affine else None
+        self.scale = nnx.Param(jnp.ones((num_features,), dtype)) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_features,), dtype)) if affine else None
         if track_running_stats:
             self.mean = nnx.BatchStat(jnp.zeros((num_features,)))
             self.var = nnx.BatchStat(jnp.ones((num_features,)))
@@ -161,10 +172,11 @@ class BatchNorm3d(_BatchNorm):
 class GroupNorm(nnx.Module):
     """Group norm over axis 1 (channels-first input)."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, rngs: nnx.Rngs | None = None):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *,
+                 rngs: nnx.Rngs | None = None):
         self.num_groups, self.eps = num_groups, eps
-        self.scale = nnx.Param(jnp.ones((num_channels,))) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_channels,))) if affine else None
+        self.scale = nnx.Param(jnp.ones((num_channels,), dtype)) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_channels,), dtype)) if affine else None
 
     def __call__(self, x):
         scale = None if self.scale is None else self.scale[...]
@@ -297,10 +309,10 @@ class _InstanceNorm(nnx.Module):
     """Instance norm (channels-first) without running statistics, torch's default."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
-                 *, rngs: nnx.Rngs | None = None):
+                 device=None, dtype=None, *, rngs: nnx.Rngs | None = None):
         self.eps = eps
-        self.scale = nnx.Param(jnp.ones((num_features,))) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_features,))) if affine else None
+        self.scale = nnx.Param(jnp.ones((num_features,), dtype)) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_features,), dtype)) if affine else None
 
     def __call__(self, x):
         return instance_norm(x, None if self.scale is None else self.scale[...],
