@@ -1,8 +1,10 @@
 """Function and tensor-method rules, numerically: `f(x, y)` written with torch, converted, run on the
 same inputs; results equal to float32 precision (booleans and integers exactly), same dtypes
-(int64 results are int32: JAX runs 32-bit unless x64 is enabled)."""
+(int64 results are int32: JAX runs 32-bit unless x64 is enabled). Differentiable rules also give
+torch's gradients with respect to both inputs."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,13 +29,33 @@ EXPRESSIONS = [
 ]
 
 
+# Differentiable rules: values, and d sum(out * probe) / d(x, y). A tuple result (max/min/sort with a
+# dim) is compared leaf by leaf, integer leaves (indices) exactly.
+GRADIENTS = [
+    "F.selu(x)", "nn.SELU()(x)", "F.hardtanh(x)", "F.hardtanh(x, min_val=-0.5, max_val=0.8)", "F.hardtanh(x, -0.3)",
+    "nn.Hardtanh()(x)", "nn.Hardtanh(-0.5, 0.7)(x)", "nn.Hardtanh(max_val=0.2)(x)",
+    "F.pixel_shuffle(x.reshape(1, 8, 3, 1), 2)", "F.pixel_shuffle(x.reshape(2, 1, 4, 3, 1), 2)",
+    "F.pixel_unshuffle(x.reshape(1, 1, 4, 6), 2)", "F.pixel_unshuffle(y.reshape(2, 1, 1, 2, 6), 2)",
+    "nn.PixelShuffle(2)(x.reshape(2, 4, 3, 1))", "nn.PixelUnshuffle(2)(x.reshape(1, 1, 4, 6))",
+]
+
+
+def _convert(expressions: list[str], name: str):
+    source = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\n" + "".join(
+        f"def f{i}(x, y):\n    return {expr}\n\n\n" for i, expr in enumerate(expressions))
+    result = retarget.convert(source, path=f"{name}.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    return import_source(source, f"torch_{name}"), import_source(result.code, f"flax_{name}")
+
+
 @pytest.fixture(scope="module")
 def converted():
-    source = "import torch\nimport torch.nn.functional as F\n\n\n" + "".join(
-        f"def f{i}(x, y):\n    return {expr}\n\n\n" for i, expr in enumerate(EXPRESSIONS))
-    result = retarget.convert(source, path="ops.py")
-    assert result.clean, [str(d) for d in result.diagnostics]
-    return import_source(source, "torch_ops"), import_source(result.code, "flax_ops")
+    return _convert(EXPRESSIONS, "ops")
+
+
+@pytest.fixture(scope="module")
+def converted_grads():
+    return _convert(GRADIENTS, "grad_ops")
 
 
 @pytest.mark.parametrize("index", range(len(EXPRESSIONS)), ids=EXPRESSIONS)
@@ -49,6 +71,41 @@ def test_rule_matches_torch(converted, index):
         np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=2e-6, atol=1e-6)
     else:
         assert tuple(got) == tuple(expected) if isinstance(expected, torch.Size) else got == expected
+
+
+def _leaves(value) -> list:
+    return [a for v in value for a in _leaves(v)] if isinstance(value, (tuple, list)) else [value]
+
+
+def _assert_same(got, expected: torch.Tensor, tol: float = 1e-5):
+    want = expected.detach().numpy()
+    assert np.asarray(got).dtype == (np.int32 if want.dtype == np.int64 else want.dtype)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("index", range(len(GRADIENTS)), ids=GRADIENTS)
+def test_rule_values_and_gradients_match_torch(converted_grads, index):
+    torch_f, flax_f = (getattr(side, f"f{index}") for side in converted_grads)
+    rng = np.random.default_rng(100 + index)
+    x, y = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(2))
+    tx, ty = (torch.tensor(a, requires_grad=True) for a in (x, y))
+    expected = _leaves(torch_f(tx, ty))
+    got = _leaves(flax_f(jnp.asarray(x), jnp.asarray(y)))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        _assert_same(g, e)
+    floats = [i for i, e in enumerate(expected) if e.is_floating_point()]
+    probes = {i: rng.standard_normal(tuple(expected[i].shape)).astype(np.float32) for i in floats}
+    sum((expected[i] * torch.from_numpy(probes[i])).sum() for i in floats).backward()
+
+    def loss(a, b):
+        out = _leaves(flax_f(a, b))
+        return sum(jnp.sum(out[i] * probes[i]) for i in floats)
+
+    grads = jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(y))
+    for g, t in zip(grads, (tx, ty)):
+        np.testing.assert_allclose(np.asarray(g), np.zeros_like(x) if t.grad is None else t.grad.numpy(),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_autocast_blocks_run_in_full_precision():

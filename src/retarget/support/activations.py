@@ -70,6 +70,19 @@ class Hardsigmoid(_Activation):
         return jax.nn.hard_sigmoid(x)
 
 
+class SELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.selu(x)
+
+
+class Hardtanh(_Activation):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, *, rngs=None):
+        self.min_val, self.max_val = min_val, max_val
+
+    def __call__(self, x):
+        return jnp.clip(x, self.min_val, self.max_val)
+
+
 class Softmax(_Activation):
     def __call__(self, x):
         return jax.nn.softmax(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))

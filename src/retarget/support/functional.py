@@ -384,8 +384,18 @@ def multinomial(key, probs, num_samples, replacement=False):
 
 
 def pixel_shuffle(x, upscale_factor):
-    """torch.nn.functional.pixel_shuffle: (N, C*r*r, H, W) -> (N, C, H*r, W*r)."""
-    n, c, h, w = x.shape
-    r = upscale_factor
-    x = x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return x.reshape(n, c // (r * r), h * r, w * r)
+    """torch.nn.functional.pixel_shuffle: (*, C*r*r, H, W) -> (*, C, H*r, W*r)."""
+    *lead, c, h, w = x.shape
+    r, n = upscale_factor, len(lead)
+    x = x.reshape(*lead, c // (r * r), r, r, h, w)
+    x = x.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2)
+    return x.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(x, downscale_factor):
+    """torch.nn.functional.pixel_unshuffle: (*, C, H*r, W*r) -> (*, C*r*r, H, W)."""
+    *lead, c, h, w = x.shape
+    r, n = downscale_factor, len(lead)
+    x = x.reshape(*lead, c, h // r, r, w // r, r)
+    x = x.transpose(*range(n), n, n + 2, n + 4, n + 1, n + 3)
+    return x.reshape(*lead, c * r * r, h // r, w // r)

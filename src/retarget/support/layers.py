@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import (_ntuple, adaptive_pool_nd, avg_pool_nd, conv_nd, conv_transpose_nd,
-                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, unflatten)
+                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, pixel_shuffle,
+                         pixel_unshuffle, unflatten)
 
 
 class Buffer(nnx.Variable):
@@ -291,6 +292,22 @@ class Upsample(nnx.Module):
 
     def __call__(self, x):
         return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+
+class PixelShuffle(nnx.Module):
+    def __init__(self, upscale_factor, *, rngs=None):
+        self.upscale_factor = upscale_factor
+
+    def __call__(self, x):
+        return pixel_shuffle(x, self.upscale_factor)
+
+
+class PixelUnshuffle(nnx.Module):
+    def __init__(self, downscale_factor, *, rngs=None):
+        self.downscale_factor = downscale_factor
+
+    def __call__(self, x):
+        return pixel_unshuffle(x, self.downscale_factor)
 
 
 class _InstanceNorm(nnx.Module):
