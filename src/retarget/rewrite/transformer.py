@@ -146,6 +146,8 @@ class Converter(cst.CSTTransformer):
             rule = ctx.rules.get("method", method)
             if rule is None:
                 return self._unknown_method(original, method)
+            if statement and method in NOT_ONLY_TENSOR:
+                return None  # `names.sort()` for its effect: a list's method (a tensor's would do nothing)
             if rule.ambiguous and ctx.module_class is None and not self._tensor_receiver(original.func.value):
                 return None  # `.repeat`, `.view` on an unknown object outside model code: maybe not a tensor
             on_module = self._is_module(original.func.value)

@@ -6,6 +6,7 @@ converter copies each function that a converted file uses, with the helpers it
 calls, into that file, so converted code never imports retarget.
 """
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -283,18 +284,78 @@ def repeat(x, *sizes):
     return jnp.tile(x, sizes)
 
 
+class ValuesIndices(NamedTuple):
+    """What torch's max/min/sort/topk/median/mode/kthvalue return with a dim: `.values`, `.indices`."""
+    values: jax.Array
+    indices: jax.Array
+
+
+def _is_dim(value):
+    """A dimension (a Python or NumPy int), not a tensor: `torch.max(x, d)` reduces, `torch.max(x, t)` compares."""
+    return isinstance(value, (int, jnp.integer))
+
+
 def torch_max(x, dim=None, keepdim=False):
-    """torch.max / Tensor.max: (values, indices) with a dim, the maximum without."""
+    """torch.max / Tensor.max: the maximum; with a dim, (values, indices); with a tensor, the elementwise maximum."""
     if dim is None:
         return jnp.max(x)
-    return jnp.max(x, axis=dim, keepdims=keepdim), jnp.argmax(x, axis=dim, keepdims=keepdim)
+    if not _is_dim(dim):
+        return jnp.maximum(x, dim)
+    return ValuesIndices(jnp.max(x, axis=dim, keepdims=keepdim), jnp.argmax(x, axis=dim, keepdims=keepdim))
 
 
 def torch_min(x, dim=None, keepdim=False):
-    """torch.min / Tensor.min: (values, indices) with a dim, the minimum without."""
+    """torch.min / Tensor.min: the minimum; with a dim, (values, indices); with a tensor, the elementwise minimum."""
     if dim is None:
         return jnp.min(x)
-    return jnp.min(x, axis=dim, keepdims=keepdim), jnp.argmin(x, axis=dim, keepdims=keepdim)
+    if not _is_dim(dim):
+        return jnp.minimum(x, dim)
+    return ValuesIndices(jnp.min(x, axis=dim, keepdims=keepdim), jnp.argmin(x, axis=dim, keepdims=keepdim))
+
+
+def topk(x, k, dim=-1, largest=True):
+    """torch.topk: the k largest (or smallest) values along `dim`, sorted, and their indices."""
+    dim = -1 if dim is None else dim
+    moved = jnp.moveaxis(x, dim, -1)
+    values, indices = jax.lax.top_k(moved if largest else -moved, k)
+    values = values if largest else -values
+    return ValuesIndices(jnp.moveaxis(values, -1, dim), jnp.moveaxis(indices, -1, dim))
+
+
+def torch_sort(x, dim=-1, descending=False):
+    """torch.sort / Tensor.sort: the values sorted along `dim` (stably) and the indices they came from."""
+    indices = jnp.argsort(x, axis=dim, stable=True, descending=descending)
+    return ValuesIndices(jnp.take_along_axis(x, indices, axis=dim), indices)
+
+
+def _reduced(values, indices, dim, keepdim):
+    """A (values, indices) pair with its size-1 `dim`, or without it."""
+    if keepdim:
+        return ValuesIndices(values, indices)
+    return ValuesIndices(values.squeeze(dim), indices.squeeze(dim))
+
+
+def kthvalue(x, k, dim=-1, keepdim=False):
+    """torch.kthvalue: the k-th smallest value (k from 1) along `dim`, and its index."""
+    index = jnp.expand_dims(jnp.take(jnp.argsort(x, axis=dim, stable=True), k - 1, axis=dim), dim)
+    return _reduced(jnp.take_along_axis(x, index, axis=dim), index, dim, keepdim)
+
+
+def torch_median(x, dim=None, keepdim=False):
+    """torch.median: the lower of the two middle values (never their mean); with a dim, (values, indices)."""
+    if dim is None:
+        return jnp.sort(x.ravel())[(x.size - 1) // 2]
+    return kthvalue(x, (x.shape[dim] + 1) // 2, dim, keepdim)
+
+
+def torch_mode(x, dim=-1, keepdim=False):
+    """torch.mode: the most frequent value along `dim` (the smallest of equally frequent ones) and its last index."""
+    moved = jnp.moveaxis(x, dim, -1)
+    counts = (moved[..., :, None] == moved[..., None, :]).sum(-1)
+    best = jnp.take_along_axis(moved, jnp.lexsort((moved, -counts), axis=-1)[..., :1], axis=-1)
+    index = moved.shape[-1] - 1 - jnp.argmax(jnp.flip(moved == best, -1), axis=-1, keepdims=True)
+    values = jnp.take_along_axis(moved, index, axis=-1)
+    return _reduced(jnp.moveaxis(values, -1, dim), jnp.moveaxis(index, -1, dim), dim, keepdim)
 
 
 def torch_var(x, dim=None, unbiased=True, keepdim=False, correction=None):
