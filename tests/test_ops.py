@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import retarget
-from harness import import_source
+from harness import Case, Pair, gradients, import_source, make_inputs, run_flax, run_torch
 
 EXPRESSIONS = [
     "torch.greater(x, y)", "torch.greater_equal(x, y)", "torch.less(x, y)", "torch.less_equal(x, y)",
@@ -52,6 +53,8 @@ GRADIENTS = [
     "(x - x.detach() + torch.round(x.detach())).mode(0)",
     "torch.mode((x - x.detach() + torch.round(x.detach())), dim=0, keepdim=True).values",
     "(x - x.detach() + torch.round(x.detach())).mode().indices",
+    "F.layer_norm(x.reshape(2, 3, 4), (3, 4))", "F.layer_norm(x, [6], y[0], y[1])",
+    "F.layer_norm(x.reshape(2, 3, 4), [3, 4], weight=y.reshape(2, 3, 4)[0], bias=y.reshape(2, 3, 4)[1], eps=1e-3)",
 ]
 
 
@@ -130,3 +133,45 @@ def test_autocast_blocks_run_in_full_precision():
     source = "import torch\n\n\ndef f(x, w):\n    with torch.autocast('cuda', dtype=torch.bfloat16):\n        y = x @ w\n    return y\n"
     result = retarget.convert(source)
     assert result.clean and "autocast" not in result.code and "    y = x @ w\n" in result.code
+
+
+# Layers with weights: built on both sides, torch's (randomized) state dict ported, outputs and parameter
+# gradients compared. Inputs: (shape, "float" | "int:N").
+LAYERS = [
+    ("nn.LayerNorm([6])", [((3, 6), "float")]),
+    ("nn.LayerNorm((5, 6))", [((2, 5, 6), "float")]),
+    ("nn.LayerNorm([4, 5, 6], eps=1e-3)", [((2, 4, 5, 6), "float")]),
+    ("nn.LayerNorm((5, 6), elementwise_affine=False)", [((2, 5, 6), "float")]),
+    ("nn.LayerNorm([5, 6], bias=False)", [((3, 5, 6), "float")]),
+]
+
+
+@pytest.fixture(scope="module")
+def converted_layers():
+    source = "import torch\nimport torch.nn as nn\n\n\n" + "".join(
+        f"class L{i}(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layer = {expr}\n\n"
+        f"    def forward(self, x):\n        return self.layer(x)\n\n\n" for i, (expr, _) in enumerate(LAYERS))
+    result = retarget.convert(source, path="layers.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    return import_source(source, "torch_layer_ops"), import_source(result.code, "flax_layer_ops"), result
+
+
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=[expr for expr, _ in LAYERS])
+def test_layer_rule_matches_torch(converted_layers, index):
+    torch_side, flax_side, conversion = converted_layers
+    torch.manual_seed(index)
+    torch_model = getattr(torch_side, f"L{index}")()
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.add_(torch.randn_like(p))  # non-trivial weights (LayerNorm starts at ones/zeros)
+    flax_model = getattr(flax_side, f"L{index}")(rngs=nnx.Rngs(0))
+    retarget.port_weights(torch_model.state_dict(), flax_model)
+    inputs = make_inputs(Case("", "", inputs=LAYERS[index][1]), seed=index)
+    np.testing.assert_allclose(np.asarray(run_flax(flax_model, inputs)),
+                               run_torch(torch_model, inputs).detach().numpy(), rtol=1e-5, atol=1e-5)
+    if not list(torch_model.parameters()):
+        return
+    torch_grads, flax_grads = gradients(Pair(torch_model, flax_model, conversion), inputs)
+    assert sorted(flax_grads) == sorted(torch_grads)
+    for key, value in torch_grads.items():
+        np.testing.assert_allclose(flax_grads[key], value, rtol=1e-4, atol=1e-5, err_msg=key)

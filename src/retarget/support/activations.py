@@ -3,6 +3,8 @@
 
 Called directly, `nn.ReLU()` converts to `jax.nn.relu`; these classes serve the class-as-value case.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -96,11 +98,19 @@ class TorchLinear(nnx.Linear):
 
 
 class TorchLayerNorm(nnx.LayerNorm):
-    """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`)."""
+    """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`). A list or
+    tuple `normalized_shape` normalizes over that many trailing dims, with weight and bias of that shape."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None,
                  *, rngs: nnx.Rngs):
-        super().__init__(normalized_shape, epsilon=eps, use_scale=elementwise_affine, use_bias=bias, rngs=rngs)
+        shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+        axes = tuple(range(-len(shape), 0))
+        super().__init__(math.prod(shape), epsilon=eps, use_scale=elementwise_affine,
+                         use_bias=bias and elementwise_affine, reduction_axes=axes, feature_axes=axes, rngs=rngs)
+        if len(shape) > 1 and elementwise_affine:  # flax would keep (prod(shape),); torch's weights have `shape`
+            self.scale = nnx.Param(jnp.ones(shape))
+            if bias:
+                self.bias = nnx.Param(jnp.zeros(shape))
 
 
 class TorchEmbedding(nnx.Embed):
