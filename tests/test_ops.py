@@ -55,6 +55,8 @@ GRADIENTS = [
     "(x - x.detach() + torch.round(x.detach())).mode().indices",
     "F.layer_norm(x.reshape(2, 3, 4), (3, 4))", "F.layer_norm(x, [6], y[0], y[1])",
     "F.layer_norm(x.reshape(2, 3, 4), [3, 4], weight=y.reshape(2, 3, 4)[0], bias=y.reshape(2, 3, 4)[1], eps=1e-3)",
+    "torch.view_as_real(torch.view_as_complex(x.reshape(4, 3, 2)) * torch.view_as_complex(y.reshape(4, 3, 2)))",
+    "torch.view_as_real(torch.polar(x.abs(), y) * torch.complex(y, x)).flatten(1)",
 ]
 
 
@@ -127,6 +129,68 @@ def test_rule_values_and_gradients_match_torch(converted_grads, index):
     for g, t in zip(grads, (tx, ty)):
         np.testing.assert_allclose(np.asarray(g), np.zeros_like(x) if t.grad is None else t.grad.numpy(),
                                    rtol=1e-5, atol=1e-5)
+
+
+# Llama's rotary embeddings (meta-llama/llama, model.py), as written there.
+ROPE = '''\
+from typing import Tuple
+
+import torch
+
+
+def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0):
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: (dim // 2)].float() / dim))
+    t = torch.arange(end, device=freqs.device)  # type: ignore
+    freqs = torch.outer(t, freqs).float()  # type: ignore
+    freqs_cis = torch.polar(torch.ones_like(freqs), freqs)  # complex64
+    return freqs_cis
+
+
+def reshape_for_broadcast(freqs_cis: torch.Tensor, x: torch.Tensor):
+    ndim = x.ndim
+    assert 0 <= 1 < ndim
+    assert freqs_cis.shape == (x.shape[1], x.shape[-1])
+    shape = [d if i == 1 or i == ndim - 1 else 1 for i, d in enumerate(x.shape)]
+    return freqs_cis.view(*shape)
+
+
+def apply_rotary_emb(
+    xq: torch.Tensor,
+    xk: torch.Tensor,
+    freqs_cis: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    freqs_cis = reshape_for_broadcast(freqs_cis, xq_)
+    xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3)
+    xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3)
+    return xq_out.type_as(xq), xk_out.type_as(xk)
+'''
+
+
+def test_llama_rotary_embedding_matches_torch():
+    """torch.polar, view_as_complex, complex products, view_as_real(...).flatten(3): values and gradients."""
+    result = retarget.convert(ROPE, path="rope.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    t, f = import_source(ROPE, "torch_rope"), import_source(result.code, "flax_rope")
+    rng = np.random.default_rng(0)
+    xq, xk = rng.standard_normal((2, 5, 3, 8)).astype(np.float32), rng.standard_normal((2, 5, 2, 8)).astype(np.float32)
+    probe_q, probe_k = rng.standard_normal(xq.shape), rng.standard_normal(xk.shape)
+    freqs = t.precompute_freqs_cis(8, 10)[:5]
+    np.testing.assert_allclose(np.asarray(f.precompute_freqs_cis(8, 10)[:5]), freqs.numpy(), rtol=1e-5, atol=1e-5)
+    tq, tk = torch.tensor(xq, requires_grad=True), torch.tensor(xk, requires_grad=True)
+    out_q, out_k = t.apply_rotary_emb(tq, tk, freqs)
+    ((out_q * torch.from_numpy(probe_q)).sum() + (out_k * torch.from_numpy(probe_k)).sum()).backward()
+
+    def loss(q, k):
+        a, b = f.apply_rotary_emb(q, k, f.precompute_freqs_cis(8, 10)[:5])
+        return jnp.sum(a * probe_q) + jnp.sum(b * probe_k), (a, b)
+
+    for fn in (loss, jax.jit(loss)):
+        (_, (a, b)), grads = jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)(jnp.asarray(xq), jnp.asarray(xk))
+        for got, want in zip((a, b, *grads), (out_q, out_k, tq.grad, tk.grad)):
+            assert np.asarray(got).dtype == np.float32
+            np.testing.assert_allclose(np.asarray(got), want.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_autocast_blocks_run_in_full_precision():

@@ -197,15 +197,22 @@ class Analysis:
                     cls.attr_types[f"{attr}.{key}"] = entry
 
     def _tensor_names(self, func: FunctionFacts) -> set[str]:
-        """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, torch
-        results, layer outputs (`self.proj(x)`), and anything computed from those."""
+        """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, parameters
+        annotated `torch.Tensor`, torch results, layer outputs (`self.proj(x)`), and anything computed from those."""
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
+        names |= self._annotated_tensors(func.node)
         for stmt in _assignments(func.node):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0].target, cst.Name):
                 continue
             if mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names.add(stmt.targets[0].target.value)
         return names
+
+    def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:
+        """Parameters annotated as tensors (`xq: torch.Tensor`, `mask: Optional[torch.Tensor]`)."""
+        p = node.params
+        return {a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params) if a.annotation and mentions(
+            a.annotation.annotation, lambda n: self.qualnames.get(n) == "torch.Tensor")}
 
     def _is_class_value(self, node: cst.BaseExpression, func: FunctionFacts, facts: Facts) -> bool:
         """A layer class: `nn.LayerNorm`, a module class of the file, `partial(nn.LayerNorm, eps=1e-6)`,

@@ -460,3 +460,13 @@ def pixel_unshuffle(x, downscale_factor):
     x = x.reshape(*lead, c, h // r, r, w // r, r)
     x = x.transpose(*range(n), n, n + 2, n + 4, n + 1, n + 3)
     return x.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def view_as_complex(x):
+    """torch.view_as_complex: a (..., 2) real array as complex numbers (real part, imaginary part)."""
+    return jax.lax.complex(x[..., 0], x[..., 1])
+
+
+def view_as_real(x):
+    """torch.view_as_real: complex numbers as a (..., 2) real array."""
+    return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
