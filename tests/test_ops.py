@@ -27,6 +27,12 @@ EXPRESSIONS = [
     "x.is_floating_point()", "torch.zeros(2, dtype=torch.int8)",
     "F.rms_norm(x, (6,), eps=1e-6)", "F.rms_norm(x, [6], weight=y[0])", "torch.scalar_tensor(3)",
     "torch.scalar_tensor(2, dtype=torch.int32)", "torch.linalg.norm(x, dim=-1, keepdim=True)", "torch.linalg.norm(x)",
+    "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y)", "torch.scatter(x, 0, torch.argsort(y, dim=0)[:3, :4], y)",
+    "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y, reduce='multiply')",  # torch has no gradient with reduce
+    "torch.scatter(x, 0, torch.argsort(y, dim=0) % 2, 1.5, reduce='add')",
+    "x.new_zeros(2, 3)", "x.new_ones((2, 3), dtype=torch.int32)", "x.new_full((2,), 7)",
+    "x.new_full([3], 2, dtype=torch.int32)", "x.new_empty(2, 5).shape", "x.new_empty((2,), dtype=torch.bool) | True",
+    "x.new_tensor([1, 2])", "x.new_tensor([1, 2], dtype=torch.int32)", "x.new_zeros(3, dtype=torch.float16)",
 ]
 
 
@@ -57,12 +63,25 @@ GRADIENTS = [
     "F.layer_norm(x.reshape(2, 3, 4), [3, 4], weight=y.reshape(2, 3, 4)[0], bias=y.reshape(2, 3, 4)[1], eps=1e-3)",
     "torch.view_as_real(torch.view_as_complex(x.reshape(4, 3, 2)) * torch.view_as_complex(y.reshape(4, 3, 2)))",
     "torch.view_as_real(torch.polar(x.abs(), y) * torch.complex(y, x)).flatten(1)",
+    # scatter: a tensor or a number, written where the index says (unique indices; scatter_add sums repeats)
+    "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y[:, :3])", "torch.scatter(x, 0, torch.argsort(y, dim=0)[:3, :4], y[:3, :4])",
+    "x.scatter(0, torch.argsort(y, dim=0)[:2], 2.5)", "x.scatter(-1, torch.argsort(y, dim=1)[:, :2], value=-1.0)",
+    "x.scatter_add(0, torch.argsort(y, dim=0) % 2, y)", "torch.scatter_add(x, 1, torch.argsort(y, dim=1)[:3] // 2, y[:3])",
+    "z = y + 0; z.scatter_(1, torch.argsort(x, dim=1)[:, :2], x[:, :2]); z",
+    "z = x * 1; z.scatter_add_(0, torch.argsort(y, dim=0) % 3, y); z",
+    "z = x * 1; z.triu_(1); z", "z = x * 1; z.tril_(-1); z", "z = x * 1; z.triu_(); z.tril_(diagonal=2); z",
 ]
+
+
+def _body(expr: str) -> str:
+    """`a; b; c` is the body `a`, `b`, `return c` (for in-place statements); anything else is returned."""
+    *statements, value = expr.split("; ")
+    return "".join(f"    {s}\n" for s in statements) + f"    return {value}\n"
 
 
 def _convert(expressions: list[str], name: str, prologue: str = ""):
     source = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\n" + "".join(
-        f"def f{i}(x, y):\n{prologue}    return {expr}\n\n\n" for i, expr in enumerate(expressions))
+        f"def f{i}(x, y):\n{prologue}{_body(expr)}\n\n" for i, expr in enumerate(expressions))
     result = retarget.convert(source, path=f"{name}.py")
     assert result.clean, [str(d) for d in result.diagnostics]
     return import_source(source, f"torch_{name}"), import_source(result.code, f"flax_{name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import libcst as cst
 
 from ..diagnostics import Escape
-from ..rewrite.calls import Site, _defaults
+from ..rewrite.calls import Site, _defaults, render
 from ..rewrite.names import dotted
 from . import register
 
@@ -17,7 +17,10 @@ def noop_decorator(site: Site, rngs: cst.BaseExpression):
 
 @register("noop_context")
 def noop_context(site: Site, rngs: cst.BaseExpression):
-    """`torch.no_grad()` and friends: unwrapped where used in `with`, meaningless as calls."""
+    """`torch.no_grad()` and friends: unwrapped where used in `with`; as calls, the rule's template
+    (`torch.device("cuda")` as a value) or, without one, meaningless."""
+    if site.rule.templates:
+        return render(site, site.bound, rngs)
     return Escape("RT102", f"`{site.rule.name}` only converts as a `with` context")
 
 

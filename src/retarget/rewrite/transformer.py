@@ -198,9 +198,9 @@ class Converter(cst.CSTTransformer):
         if qual is not None:
             return self._torch_reference(original, updated, qual)
         prop = self.ctx.rules.get("property", original.attr.value)
-        # ambiguous properties (`.data`, `.device`) are tensors' only inside model code
-        if prop and (self.ctx.module_class is not None or not prop.ambiguous) and not self._is_module(
-                original.value) and not self.imports_jax:
+        # ambiguous properties (`.data`, `.device`) are tensors' only inside model code or on known tensors
+        if prop and (self.ctx.module_class is not None or not prop.ambiguous or self._tensor_receiver(
+                original.value)) and not self._is_module(original.value) and not self.imports_jax:
             if original in self.assign_targets and "self" not in prop.templates[0].placeholders:
                 self.ctx.escape(original, Escape("RT102", f"assigning `.{prop.name}` has no JAX equivalent: {prop.note}"))
                 return updated

@@ -470,3 +470,14 @@ def view_as_complex(x):
 def view_as_real(x):
     """torch.view_as_real: complex numbers as a (..., 2) real array."""
     return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def scatter(x, dim, index, src, reduce=None):
+    """torch.scatter / Tensor.scatter: `x` with `src` (a tensor or a number) written where `index` says
+    along `dim`; reduce="add" / "multiply" combine with what is there instead."""
+    where = jnp.meshgrid(*(jnp.arange(n) for n in index.shape), indexing="ij")
+    where[dim % x.ndim] = index
+    if jnp.ndim(src):
+        src = src[tuple(slice(0, n) for n in index.shape)]
+    at = x.at[tuple(where)]
+    return {None: at.set, "add": at.add, "multiply": at.multiply}[reduce](src)
