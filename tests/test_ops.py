@@ -258,3 +258,47 @@ def test_layer_rule_matches_torch(converted_layers, index):
     assert sorted(flax_grads) == sorted(torch_grads)
     for key, value in torch_grads.items():
         np.testing.assert_allclose(flax_grads[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+EMBEDDING = """\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Tokens(nn.Module):
+    def __init__(self, padding_idx):
+        super().__init__()
+        self.padding_idx = padding_idx
+        self.emb = nn.Embedding(7, 4, padding_idx=padding_idx)
+        self.proj = nn.Linear(4, 7)
+
+    def forward(self, ids):
+        looked_up = F.embedding(ids, self.proj.weight, padding_idx=self.padding_idx)
+        return self.proj(self.emb(ids) * looked_up)
+"""
+
+
+@pytest.mark.parametrize("padding_idx", [0, 3, -1])
+def test_embedding_padding_row_starts_at_zero_and_gets_no_gradient(padding_idx):
+    """nn.Embedding / F.embedding with padding_idx: torch zeroes the row at init and its backward skips it."""
+    result = retarget.convert(EMBEDDING, path="tokens.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    torch_side, flax_side = import_source(EMBEDDING, "torch_tokens"), import_source(result.code, "flax_tokens")
+    flax_model = flax_side.Tokens(padding_idx, rngs=nnx.Rngs(0))
+    assert not np.asarray(flax_model.emb.embedding[...][padding_idx]).any()
+    assert np.asarray(flax_model.emb.embedding[...]).any(axis=1).sum() == 6
+    torch.manual_seed(0)
+    torch_model = torch_side.Tokens(padding_idx)
+    with torch.no_grad():
+        torch_model.emb.weight.add_(torch.randn_like(torch_model.emb.weight))  # the padding row too: not zero
+    retarget.port_weights(torch_model.state_dict(), flax_model)
+    ids = np.array([[0, 3, 6, 2, 3], [6, 6, 1, 0, 5]])
+    np.testing.assert_allclose(np.asarray(run_flax(flax_model, [ids])), run_torch(torch_model, [ids]).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    torch_grads, flax_grads = gradients(Pair(torch_model, flax_model, result), [ids])
+    assert sorted(flax_grads) == sorted(torch_grads) == ["emb.weight", "proj.bias", "proj.weight"]
+    for key, value in torch_grads.items():
+        np.testing.assert_allclose(flax_grads[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+    assert not torch_grads["emb.weight"][padding_idx].any() and not flax_grads["emb.weight"][padding_idx].any()
+    assert flax_grads["emb.weight"].any(axis=1).sum() == 5  # the other rows looked up: 0, 1, 2, 3, 5, 6 less padding

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .functional import embedding
+
 
 class _Activation(nnx.Module):
     """An activation as a class, for code that passes layer classes around (`act_layer=nn.ReLU`)."""
@@ -114,10 +116,17 @@ class TorchLayerNorm(nnx.LayerNorm):
 
 
 class TorchEmbedding(nnx.Embed):
-    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`)."""
+    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`). As in torch, the
+    `padding_idx` row starts at zero and lookups of it pass it no gradient."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
         super().__init__(num_embeddings, embedding_dim, rngs=rngs)
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+        if self.padding_idx is not None:
+            self.embedding[...] = self.embedding[...].at[self.padding_idx].set(0.0)
+
+    def __call__(self, inputs):
+        return embedding(inputs, self.embedding[...], self.padding_idx)
 
 
 class TorchDropout(nnx.Dropout):

@@ -481,3 +481,12 @@ def scatter(x, dim, index, src, reduce=None):
         src = src[tuple(slice(0, n) for n in index.shape)]
     at = x.at[tuple(where)]
     return {None: at.set, "add": at.add, "multiply": at.multiply}[reduce](src)
+
+
+def embedding(ids, weight, padding_idx=None):
+    """torch.nn.functional.embedding: rows of `weight`; lookups of the padding row pass it no gradient."""
+    out = jnp.take(weight, ids, axis=0)
+    if padding_idx is None:
+        return out
+    padding = ids == padding_idx % weight.shape[0]
+    return jnp.where(padding[..., None], jax.lax.stop_gradient(out), out)
