@@ -302,3 +302,131 @@ def test_embedding_padding_row_starts_at_zero_and_gets_no_gradient(padding_idx):
         np.testing.assert_allclose(flax_grads[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
     assert not torch_grads["emb.weight"][padding_idx].any() and not flax_grads["emb.weight"][padding_idx].any()
     assert flax_grads["emb.weight"].any(axis=1).sum() == 5  # the other rows looked up: 0, 1, 2, 3, 5, 6 less padding
+
+
+CASTS = """\
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.register_buffer("scale", torch.full((4,), 0.5))
+
+    def forward(self, x):
+        return self.bn(self.fc(x)) * self.scale
+
+
+def double_model():
+    model = Net()
+    model.double()
+    return model
+
+
+def half_model():
+    return Net().half()
+
+
+def cast_model(dtype):
+    model = Net().to("cpu")
+    model = model.to(dtype=dtype)
+    return model.float() if dtype is None else model
+
+
+def float64_model():
+    model = Net().to("cpu").eval()
+    return model.to(torch.float64)
+"""
+
+
+@pytest.fixture(scope="module")
+def converted_casts():
+    result = retarget.convert(CASTS, path="casts.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    return import_source(CASTS, "torch_casts"), import_source(result.code, "flax_casts")
+
+
+def _dtypes(flax_model) -> set:
+    return {str(v.dtype) for v in jax.tree.leaves(nnx.state(flax_model, nnx.Not(nnx.RngState)))}
+
+
+@pytest.mark.parametrize("factory", ["double_model", "float64_model"])
+def test_model_cast_to_float64_matches_torch(converted_casts, factory):
+    """`model.double()` / `model.to(torch.float64)`: float64 parameters and buffers, torch's float64 outputs."""
+    torch_side, flax_side = converted_casts
+    torch.manual_seed(0)
+    torch_model = getattr(torch_side, factory)().eval()
+    x = np.random.default_rng(0).standard_normal((3, 5))
+    with jax.enable_x64(True):
+        flax_model = getattr(flax_side, factory)(rngs=nnx.Rngs(0))
+        assert _dtypes(flax_model) == {"float64", "int32"}  # num_batches_tracked stays an integer
+        retarget.port_weights(torch_model.state_dict(), flax_model)
+        flax_model.eval()
+        got = flax_model(jnp.asarray(x))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), torch_model(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
+
+
+def test_model_cast_to_float64_without_x64_is_an_error(converted_casts):
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        converted_casts[1].double_model(rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("factory, args, dtype", [("half_model", (), "float16"),
+                                                  ("cast_model", ("bfloat16",), "bfloat16"),
+                                                  ("cast_model", ("float16",), "float16"),
+                                                  ("cast_model", (None,), "float32")])
+def test_model_cast_to_half_precision(converted_casts, factory, args, dtype):
+    """`.half()`, `.to(dtype=...)`, `.float()`: floating parameters and buffers cast, integers kept; outputs
+    close to torch's in that precision."""
+    torch_side, flax_side = converted_casts
+    torch.manual_seed(0)
+    torch_model = getattr(torch_side, factory)(*(getattr(torch, a) if a else a for a in args)).eval()
+    flax_model = getattr(flax_side, factory)(*(getattr(jnp, a) if a else a for a in args), rngs=nnx.Rngs(0))
+    assert _dtypes(flax_model) == {dtype, "int32"}
+    retarget.port_weights(torch_model.state_dict(), flax_model)
+    flax_model.eval()
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(dtype if dtype != "bfloat16" else np.float32)
+    expected = torch_model(torch.from_numpy(x).to(getattr(torch, dtype))).detach().float().numpy()
+    got = flax_model(jnp.asarray(x, dtype=getattr(jnp, dtype)))
+    assert str(got.dtype) == dtype
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), expected, rtol=2e-2, atol=2e-2)
+
+
+GENERATORS = """\
+import torch
+
+
+def sample(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.Generator()
+    h.manual_seed(seed + 1)
+    a = torch.randn(2, 3, generator=g)
+    b = torch.randperm(n, generator=h)
+    c = torch.rand(4, generator=torch.Generator().manual_seed(seed))
+    d = torch.randint(0, 10, (3,), generator=g)
+    e = torch.empty(5).uniform_(-2.0, 2.0, generator=g)
+    f = torch.multinomial(torch.ones(6), 3, generator=h)
+    return a, b, c, d, e, f
+"""
+
+
+def test_generators_become_seeded_key_sources():
+    """torch.Generator / manual_seed / generator=: JAX's streams (not torch's numbers), deterministic per seed,
+    with torch's shapes, dtypes and ranges."""
+    result = retarget.convert(GENERATORS, path="generators.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    torch_side, flax_side = import_source(GENERATORS, "torch_generators"), import_source(result.code, "flax_generators")
+    expected = torch_side.sample(8, 0)
+    first, again, other = flax_side.sample(8, 0), flax_side.sample(8, 0), flax_side.sample(8, 1)
+    for got, same, different, want in zip(first, again, other, expected):
+        assert got.shape == tuple(want.shape) and str(got.dtype) == str(want.dtype).replace("torch.", "").replace(
+            "int64", "int32")
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(same))
+        assert not np.array_equal(np.asarray(got), np.asarray(different))
+    assert sorted(np.asarray(first[1]).tolist()) == list(range(8))
+    assert np.asarray(first[3]).min() >= 0 and np.asarray(first[3]).max() < 10
+    assert np.all(np.abs(np.asarray(first[4])) <= 2.0) and len(set(np.asarray(first[5]).tolist())) == 3

@@ -38,6 +38,7 @@ class FunctionFacts:
     calls: list[cst.Call] = field(default_factory=list)
     class_values: set[str] = field(default_factory=set)
     tensor_names: set[str] = field(default_factory=set)
+    module_names: set[str] = field(default_factory=set)
 
 
 class External:
@@ -58,6 +59,7 @@ class Facts:
     rngs_functions: set[str]
     seeded: set[str] = field(default_factory=set)
     external: External = field(default_factory=External)
+    top_module_names: set[str] = field(default_factory=set)  # module-level names holding models
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -76,6 +78,11 @@ class _Collector(cst.CSTVisitor):
         self._func: list[FunctionFacts] = []
         self.training_readers: set[str] = set()
         self.module_calls: list[cst.Call] = []
+        self.module_assigns: list[cst.Assign] = []
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if not self._func and not self._class:
+            self.module_assigns.append(node)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if self._class and node.attr.value == "training" and dotted(node.value) == "self":
@@ -120,8 +127,11 @@ class Analysis:
         for cls in classes.values():
             self._attribute_types(cls, facts)
         self._class_valued_params(facts)
+        builds = self.model_call_test(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
+            func.module_names = _module_names(_assignments(func.node), builds)
+        facts.top_module_names = _module_names(self.collector.module_assigns, builds)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
@@ -138,6 +148,11 @@ class Analysis:
             rule = self.rules.get("module", self.layer_rule_name(call.func) or "")
             return facts.is_module_class(dotted(call.func)) or bool(rule and rule.flax)
         return is_module_call
+
+    def model_call_test(self, facts: Facts):
+        """A test for calls whose result is a module (all module calls but `nn.Parameter`)."""
+        is_module_call = self.module_call_test(facts)
+        return lambda call: is_module_call(call) and self.layer_rule_name(call.func) != "torch.nn.Parameter"
 
     def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
         name = self.qualnames.get(node)
@@ -328,6 +343,33 @@ def _dict_entries(node: cst.BaseExpression):
         for el in inner.elements:
             if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString):
                 yield el.key.evaluated_value, el.value
+
+
+# Module methods that return the module itself (`model = Net().to(device).eval()`).
+MODULE_RETURNING = frozenset({"to", "double", "float", "half", "bfloat16", "cuda", "cpu", "train", "eval",
+                              "requires_grad_"})
+
+
+def holds_module(node: cst.BaseExpression, builds_module, names: set[str]) -> bool:
+    """`Net()`, `nn.Linear(...)`, a name known to hold a model, or one of those `.to(device)`, `.eval()`, ..."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in MODULE_RETURNING:
+        return holds_module(node.func.value, builds_module, names)
+    return (isinstance(node, cst.Call) and builds_module(node)) or (isinstance(node, cst.Name) and node.value in names)
+
+
+def _module_names(assignments: list[cst.Assign], builds_module) -> set[str]:
+    """Names assigned a model (`model = Net()`, `model = model.to(device)`), to a fixed point."""
+    names: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for stmt in assignments:
+            target = stmt.targets[0].target if len(stmt.targets) == 1 else None
+            if (isinstance(target, cst.Name) and target.value not in names
+                    and holds_module(stmt.value, builds_module, names)):
+                names.add(target.value)
+                changed = True
+    return names
 
 
 def mentions(node: cst.CSTNode, predicate) -> bool:

@@ -54,7 +54,8 @@ class Template:
         self.text, self.needs, self.when = text, frozenset(needs), dict(when or {})
         unknown = set(self.when.values()) - set(FORMS)
         if unknown:
-            raise TemplateError(f"template {text!r}: unknown argument form(s) {sorted(unknown)} (known: {sorted(FORMS)})")
+            raise TemplateError(f"template {text!r}: unknown argument form(s) {sorted(unknown)} "
+                                f"(known: {sorted(FORMS)})")
         self.placeholders = {m[2] for m in PLACEHOLDER.finditer(text)}
         source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
         try:

@@ -332,7 +332,7 @@ def _reduced(values, indices, dim, keepdim):
     """A (values, indices) pair with its size-1 `dim`, or without it."""
     if keepdim:
         return ValuesIndices(values, indices)
-    return ValuesIndices(values.squeeze(dim), indices.squeeze(dim))
+    return ValuesIndices(jnp.take(values, 0, axis=dim), jnp.take(indices, 0, axis=dim))
 
 
 def kthvalue(x, k, dim=-1, keepdim=False):

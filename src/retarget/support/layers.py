@@ -390,3 +390,25 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     eps = jnp.finfo(x.dtype).eps if eps is None else eps
     y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + eps)
     return y if weight is None else y * weight
+
+
+def train_mode(module, mode=True):
+    """Module.train(mode) / .eval() used as a value: the mode switched in place, the module returned (as torch)."""
+    if mode:
+        module.train()
+    else:
+        module.eval()
+    return module
+
+
+def cast_module(module, dtype):
+    """Module.to(dtype) / .double() / .half() / ...: the floating parameters and buffers cast in place; the
+    module is returned, as torch does. float64 needs 64-bit JAX (without it JAX would keep float32)."""
+    if dtype is None:  # `model.to(dtype=None)`
+        return module
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("casting a model to float64 needs 64-bit JAX: call "
+                         "jax.config.update('jax_enable_x64', True) at start-up (JAX would keep float32)")
+    cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    nnx.update(module, jax.tree.map(cast, nnx.state(module, nnx.Not(nnx.RngState))))
+    return module
