@@ -430,3 +430,34 @@ def test_generators_become_seeded_key_sources():
     assert sorted(np.asarray(first[1]).tolist()) == list(range(8))
     assert np.asarray(first[3]).min() >= 0 and np.asarray(first[3]).max() < 10
     assert np.all(np.abs(np.asarray(first[4])) <= 2.0) and len(set(np.asarray(first[5]).tolist())) == 3
+
+
+PICK = """\
+import torch
+import torch.nn as nn
+
+
+class Pick(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x, t):
+        values, indices = torch.max(x, self.dim)
+        return values, indices, torch.min(x, t), x.max(self.dim, keepdim=True).values, x.sort(self.dim)[1]
+"""
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_max_min_dim_or_tensor_told_apart_under_jit(dim):
+    """A dim held in an attribute is a static int under `nnx.jit`; a tensor argument compares elementwise."""
+    result = retarget.convert(PICK, path="pick.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    torch_side, flax_side = import_source(PICK, "torch_pick"), import_source(result.code, "flax_pick")
+    rng = np.random.default_rng(dim + 1)
+    x, t = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    expected = torch_side.Pick(dim)(torch.from_numpy(x), torch.from_numpy(t))
+    got = nnx.jit(lambda m, a, b: m(a, b))(flax_side.Pick(dim, rngs=nnx.Rngs(0)), jnp.asarray(x), jnp.asarray(t))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        _assert_same(g, e)
