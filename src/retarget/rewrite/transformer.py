@@ -197,7 +197,7 @@ class Converter(cst.CSTTransformer):
         on them is not Tensor.relu, `.double()` casts parameters."""
         name = dotted(receiver)
         cls = self.ctx.module_class
-        if name == "self" or bool(cls and name and name.startswith("self.") and name[5:] in cls.attr_types):
+        if name == "self" or (cls and name and name.startswith("self.") and name[5:] in cls.attr_types):
             return True
         func, facts = self.ctx.function, self.ctx.facts
         names = (func.module_names if func else set()) | facts.top_module_names
