@@ -98,6 +98,7 @@ def _rules_dir(tmp_path, text):
      "unknown transform"),
     ('[operator."torch.x"]\nto = "y"\n', "unknown section"),
     ('[function."torch.x"]\nsig = "a"\n', "needs `to` or `plugin`"),
+    ('[function."torch.x"]\nsig = "a"\nto = [{ when = { a = "shape" }, to = "f({a})" }]\n', "unknown argument form"),
 ])
 def test_malformed_rules_fail_at_load_time(tmp_path, text, message):
     with pytest.raises(RuleError, match=message):

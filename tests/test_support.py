@@ -130,3 +130,15 @@ def test_instance_norm_and_padding_layers():
     close(L.InstanceNorm2d(3)(jnp.asarray(X4)), torch.nn.InstanceNorm2d(3)(t), 1e-4)
     close(L.ReflectionPad2d((1, 2, 0, 1))(jnp.asarray(X4)), torch.nn.ReflectionPad2d((1, 2, 0, 1))(t))
     close(L.ZeroPad2d(2)(jnp.asarray(X4)), torch.nn.ZeroPad2d(2)(t))
+
+
+def test_activation_and_pixel_shuffle_classes():
+    """The classes that stand for `act_layer=nn.Hardtanh` and friends, with torch's constructor arguments."""
+    from retarget.support import activations as A
+    t = torch.from_numpy(X4)
+    close(A.SELU()(jnp.asarray(X4)), torch.nn.SELU()(t))
+    close(A.Hardtanh(-0.5, max_val=0.7)(jnp.asarray(X4)), torch.nn.Hardtanh(-0.5, max_val=0.7)(t))
+    close(A.Hardtanh()(jnp.asarray(X4)), torch.nn.Hardtanh()(t))
+    x = RNG.standard_normal((2, 8, 3, 5)).astype(np.float32)
+    close(L.PixelShuffle(2)(jnp.asarray(x)), torch.nn.PixelShuffle(2)(torch.from_numpy(x)))
+    close(L.PixelUnshuffle(2)(jnp.asarray(X4[:, :, :8, :10])), torch.nn.PixelUnshuffle(2)(t[:, :, :8, :10]))

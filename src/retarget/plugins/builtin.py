@@ -4,7 +4,7 @@ from __future__ import annotations
 import libcst as cst
 
 from ..diagnostics import Escape
-from ..rewrite.calls import Site, _defaults
+from ..rewrite.calls import Site, _defaults, render
 from ..rewrite.names import dotted
 from . import register
 
@@ -28,7 +28,10 @@ def assert_statement(site: Site, rngs: cst.BaseExpression):
 
 @register("noop_context")
 def noop_context(site: Site, rngs: cst.BaseExpression):
-    """`torch.no_grad()` and friends: unwrapped where used in `with`, meaningless as calls."""
+    """`torch.no_grad()` and friends: unwrapped where used in `with`; as calls, the rule's template
+    (`torch.device("cuda")` as a value) or, without one, meaningless."""
+    if site.rule.templates:
+        return render(site, site.bound, rngs)
     return Escape("RT102", f"`{site.rule.name}` only converts as a `with` context")
 
 
@@ -135,16 +138,40 @@ def _is_dtype(node) -> bool:
     return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool")
 
 
+def _dtype_of(site: Site) -> cst.BaseExpression | None:
+    """The dtype a `.to(...)` call converts to: `dtype=`, or a dtype as the first argument."""
+    first = site.arg("device")
+    return site.arg("dtype") or (first if first is not None and _is_dtype(first) else None)
+
+
 @register("tensor_to")
 def tensor_to(site: Site, rngs: cst.BaseExpression):
     """`.to(device)` is dropped (JAX places arrays itself); `.to(dtype)` becomes `.astype(dtype)`."""
-    dtype = site.arg("dtype")
-    first = site.arg("device")
-    if dtype is None and first is not None and _is_dtype(first):
-        dtype = first
+    dtype = _dtype_of(site)
     if dtype is None:
         return site.receiver
     return cst.Call(cst.Attribute(site.receiver, cst.Name("astype")), [cst.Arg(dtype)])
+
+
+@register("module_to")
+def module_to(site: Site, rngs: cst.BaseExpression):
+    """`model.to(device)` is the model; `model.to(torch.float64)` casts its floating parameters and
+    buffers in place and returns it (`cast_module`), as torch does."""
+    dtype = _dtype_of(site)
+    if dtype is None:
+        return site.receiver
+    return cst.Call(cst.Name("cast_module"), [cst.Arg(site.receiver), cst.Arg(dtype)])
+
+
+@register("module_mode", consumes=("mode",))
+def module_mode(site: Site, rngs: cst.BaseExpression):
+    """`model.eval()` / `model.train(mode)` as statements switch in place (NNX's methods); used as values
+    they must return the model, as torch's do: `train_mode(model, mode)`."""
+    mode = cst.Name("False") if site.rule.name == "eval" else site.arg("mode") or cst.Name("True")
+    literal = _literal_bool(mode)
+    if site.statement and literal is not None:
+        return cst.Call(cst.Attribute(site.receiver, cst.Name("train" if literal else "eval")), [])
+    return cst.Call(cst.Name("train_mode"), [cst.Arg(site.receiver), cst.Arg(mode)])
 
 
 @register("sequential")

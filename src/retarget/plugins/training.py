@@ -97,6 +97,17 @@ def manual_seed(site: Site, rngs: cst.BaseExpression):
                       cst.Call(cst.parse_expression("nnx.Rngs"), [cst.Arg(site.arg("seed"))]))
 
 
+@register("generator_seed")
+def generator_seed(site: Site, rngs: cst.BaseExpression):
+    """`g.manual_seed(s)` -> `g = nnx.Rngs(s)`; `torch.Generator().manual_seed(s)` -> `nnx.Rngs(s)`."""
+    seeded = render(site, site.bound, rngs)
+    if site.statement and dotted(site.receiver):
+        return cst.Assign([cst.AssignTarget(site.receiver)], seeded)
+    if not site.statement and isinstance(site.receiver, cst.Call):
+        return seeded  # a fresh generator, seeded
+    return Escape("RT102", "re-seeding a generator used as a value: write `g = nnx.Rngs(seed)` and use `g`")
+
+
 @register("freeze")
 def freeze(site: Site, rngs: cst.BaseExpression):
     """Freezing is a property of the update in JAX, not of the parameters: report it with the filter."""

@@ -96,16 +96,17 @@ def render(site: Site, bound: dict[str, object], rngs: cst.BaseExpression) -> cs
     rule = site.rule
     values = {k: v for k, v in bound.items() if not _is_default(rule, k, v)}
     values["rngs"] = rngs
-    if any("prng" in t.placeholders for t in rule.templates):
-        key = site.extra["ctx"].key_expr()
-        if key is None:
-            return Escape("RT108", f"`{rule.name}` needs a PRNG key and no `rngs` reaches this code; "
-                                   "pass a jax.random key in by hand")
-        values["prng"] = key
     if site.receiver is not None:
         values["self"] = site.receiver
     defaults = _defaults(rule.sig)
     for template in rule.templates:
+        applies = not template.needs or template.needs & set(values)
+        if "prng" in template.placeholders and "prng" not in values and applies:
+            key = site.extra["ctx"].key_expr()  # only a template drawing from `rngs` needs one (not `generator=g`)
+            if key is None:
+                return Escape("RT108", f"`{rule.name}` needs a PRNG key and no `rngs` reaches this code; "
+                                       "pass a jax.random key in by hand")
+            values["prng"] = key
         out = template.render(values, defaults)
         if out is not None:
             return out

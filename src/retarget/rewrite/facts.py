@@ -41,6 +41,7 @@ class FunctionFacts:
     tensor_names: set[str] = field(default_factory=set)
     python_names: set[str] = field(default_factory=set)  # bound to sets, lists, dicts, strings: not tensors
     dicts: dict[str, list[tuple[str, cst.BaseExpression]]] = field(default_factory=dict)  # `dd = dict(...)`
+    module_names: set[str] = field(default_factory=set)
 
 
 class External:
@@ -67,6 +68,7 @@ class Facts:
     rngs_functions: set[str]
     seeded: set[str] = field(default_factory=set)
     external: External = field(default_factory=External)
+    top_module_names: set[str] = field(default_factory=set)  # module-level names holding models
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -93,6 +95,11 @@ class _Collector(cst.CSTVisitor):
         self._func: list[FunctionFacts] = []
         self.training_readers: set[str] = set()
         self.module_calls: list[cst.Call] = []
+        self.module_assigns: list[cst.Assign] = []
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if not self._func and not self._class:
+            self.module_assigns.append(node)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if self._class and node.attr.value == "training" and dotted(node.value) == "self":
@@ -139,10 +146,13 @@ class Analysis:
             self._attribute_types(cls, facts)
             cls.assigned = self._assigned_attrs(cls, facts)
         self._class_valued_params(facts)
+        builds = self.model_call_test(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
             func.python_names = _python_objects(func)
             func.dicts = _dict_literals(func)
+            func.module_names = _module_names(_assignments(func.node), builds)
+        facts.top_module_names = _module_names(self.collector.module_assigns, builds)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
@@ -159,6 +169,11 @@ class Analysis:
             rule = self.rules.get("module", self.layer_rule_name(call.func) or "")
             return facts.is_module_class(dotted(call.func)) or bool(rule and rule.flax)
         return is_module_call
+
+    def model_call_test(self, facts: Facts):
+        """A test for calls whose result is a module (all module calls but `nn.Parameter`)."""
+        is_module_call = self.module_call_test(facts)
+        return lambda call: is_module_call(call) and self.layer_rule_name(call.func) != "torch.nn.Parameter"
 
     def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
         name = self.qualnames.get(node)
@@ -230,15 +245,22 @@ class Analysis:
         return found
 
     def _tensor_names(self, func: FunctionFacts) -> set[str]:
-        """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, torch
-        results, layer outputs (`self.proj(x)`), and anything computed from those."""
+        """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, parameters
+        annotated `torch.Tensor`, torch results, layer outputs (`self.proj(x)`), and anything computed from those."""
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
+        names |= self._annotated_tensors(func.node)
         for stmt in _assignments(func.node):
             if len(stmt.targets) != 1 or not isinstance(stmt.targets[0].target, cst.Name):
                 continue
             if mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names.add(stmt.targets[0].target.value)
         return names
+
+    def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:
+        """Parameters annotated as tensors (`xq: torch.Tensor`, `mask: Optional[torch.Tensor]`)."""
+        p = node.params
+        return {a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params) if a.annotation and mentions(
+            a.annotation.annotation, lambda n: self.qualnames.get(n) == "torch.Tensor")}
 
     def _is_class_value(self, node: cst.BaseExpression, func: FunctionFacts, facts: Facts) -> bool:
         """A layer class: `nn.LayerNorm`, a module class of the file, `partial(nn.LayerNorm, eps=1e-6)`,
@@ -315,6 +337,8 @@ class Analysis:
     def _draws_random(self, call: cst.Call) -> bool:
         """A torch call needing a PRNG key (`nn.init.normal_`, `w.data.normal_(0, .02)`): a function
         making it receives `rngs` (a method draws from `self.rngs` instead)."""
+        if any(a.keyword and a.keyword.value == "generator" for a in call.args):
+            return False  # draws from its own generator
         qual = self.qualnames.get(call.func)
         rule = self.rules.get("function", qual) if qual else None
         if rule is None and isinstance(call.func, cst.Attribute) and call.func.attr.value.endswith("_"):
@@ -366,6 +390,33 @@ def _dict_entries(node: cst.BaseExpression):
         for el in inner.elements:
             if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString):
                 yield el.key.evaluated_value, el.value
+
+
+# Module methods that return the module itself (`model = Net().to(device).eval()`).
+MODULE_RETURNING = frozenset({"to", "double", "float", "half", "bfloat16", "cuda", "cpu", "train", "eval",
+                              "requires_grad_"})
+
+
+def holds_module(node: cst.BaseExpression, builds_module, names: set[str]) -> bool:
+    """`Net()`, `nn.Linear(...)`, a name known to hold a model, or one of those `.to(device)`, `.eval()`, ..."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in MODULE_RETURNING:
+        return holds_module(node.func.value, builds_module, names)
+    return (isinstance(node, cst.Call) and builds_module(node)) or (isinstance(node, cst.Name) and node.value in names)
+
+
+def _module_names(assignments: list[cst.Assign], builds_module) -> set[str]:
+    """Names assigned a model (`model = Net()`, `model = model.to(device)`), to a fixed point."""
+    names: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for stmt in assignments:
+            target = stmt.targets[0].target if len(stmt.targets) == 1 else None
+            if (isinstance(target, cst.Name) and target.value not in names
+                    and holds_module(stmt.value, builds_module, names)):
+                names.add(target.value)
+                changed = True
+    return names
 
 
 def mentions(node: cst.CSTNode, predicate) -> bool:

@@ -7,7 +7,9 @@ applies. `{name!}` always emits the keyword, with the torch default, for
 targets whose default differs from torch's. Anywhere else a placeholder is
 required; when the caller left it out, the torch default is used if it is not
 `None`, otherwise this template does not apply and the next variant is tried.
-`{*name}` splices a torch `*args` parameter into a call.
+`{*name}` splices a torch `*args` parameter into a call. A variant can require
+the caller's form of an argument: `when = { normalized_shape = "sequence" }`
+applies only to a list or tuple written in the call.
 """
 from __future__ import annotations
 
@@ -42,11 +44,18 @@ def parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
+FORMS = {"sequence": lambda node: isinstance(node, (cst.List, cst.Tuple))}
+
+
 class Template:
     """One parsed target template."""
 
-    def __init__(self, text: str, needs: Sequence[str] = ()):
-        self.text, self.needs = text, frozenset(needs)
+    def __init__(self, text: str, needs: Sequence[str] = (), when: dict[str, str] | None = None):
+        self.text, self.needs, self.when = text, frozenset(needs), dict(when or {})
+        unknown = set(self.when.values()) - set(FORMS)
+        if unknown:
+            raise TemplateError(f"template {text!r}: unknown argument form(s) {sorted(unknown)} "
+                                f"(known: {sorted(FORMS)})")
         self.placeholders = {m[2] for m in PLACEHOLDER.finditer(text)}
         source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
         try:
@@ -57,6 +66,8 @@ class Template:
     def render(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]) -> cst.BaseExpression | None:
         """Substitute bound arguments; None when a required placeholder is missing."""
         if self.needs and not self.needs & set(values):
+            return None
+        if not all(FORMS[form](values.get(name)) for name, form in self.when.items()):
             return None
         try:
             return self.expr.visit(_Substitute(values, defaults))

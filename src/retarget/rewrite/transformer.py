@@ -16,7 +16,7 @@ from ..diagnostics import Escape
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
-from .facts import is_python_object, mentions
+from .facts import holds_module, is_python_object, mentions
 from .names import dotted
 from .template import parenthesize
 
@@ -40,6 +40,7 @@ class Converter(cst.CSTTransformer):
         self.imports_jax = prepass.imports_jax
         self.elifs = prepass.elifs
         self.assign_targets = prepass.assign_targets
+        self.builds_module = ctx.analysis.model_call_test(ctx.facts)
 
     # -- escape-hatch comments, one frame per statement ----------------------
     def on_visit(self, node: cst.CSTNode) -> bool:
@@ -140,22 +141,9 @@ class Converter(cst.CSTTransformer):
                 return Escape("RT101", f"`{qual}` has no rule")
             receiver = None
         elif isinstance(original.func, cst.Attribute) and isinstance(updated.func, cst.Attribute):
-            method = original.func.attr.value
-            if (dotted(original.func.value) or "").split(".")[0] in self.imported_names:
-                return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
-            if self.imports_jax or _is_jax_at(original.func.value):
-                return None  # a JAX file (`x.at[i].add(v)`, `x.flatten()`): methods of JAX arrays
-            rule = ctx.rules.get("method", method)
-            if self._python_object(original.func.value):
-                return None  # `seen.add(p)`, `self.cache.update(d)`: a set's or dict's own method
-            if rule is None:
-                return self._unknown_method(original, method)
-            if rule.ambiguous and ctx.module_class is None and not self._tensor_receiver(original.func.value):
-                return None  # `.repeat`, `.view` on an unknown object outside model code: maybe not a tensor
-            on_module = self._is_module(original.func.value)
-            if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
-                                                              and rule.ambiguous):
-                return None
+            rule = self._method_rule(original, statement)
+            if rule is None or isinstance(rule, Escape):
+                return rule
             receiver = updated.func.value
         else:
             return None
@@ -202,6 +190,29 @@ class Converter(cst.CSTTransformer):
         self.ctx.support.update(rule.support)
         return updated.with_changes(func=cst.parse_expression(rule.as_value))
 
+    def _method_rule(self, original: cst.Call, statement: bool):
+        """The rule for `x.method(...)`: a model's own (`to(module)`) or the tensor method's; None when `x`
+        is not what the rule applies to."""
+        ctx, method, value = self.ctx, original.func.attr.value, original.func.value
+        if (dotted(value) or "").split(".")[0] in self.imported_names:
+            return None  # `math.sqrt(x)`, `np.mean(x)`: a module function, not a tensor method
+        if self.imports_jax or _is_jax_at(value):
+            return None  # a JAX file (`x.at[i].add(v)`, `x.flatten()`): methods of JAX arrays
+        on_module = self._is_module(value)
+        rule = (on_module and ctx.rules.get("method", f"{method}(module)")) or ctx.rules.get("method", method)
+        if self._python_object(value):
+            return None  # `seen.add(p)`, `self.cache.update(d)`: a set's or dict's own method
+        if rule is None:
+            return self._unknown_method(original, method)
+        if statement and method in NOT_ONLY_TENSOR:
+            return None  # `names.sort()` for its effect: a list's method (a tensor's would do nothing)
+        if rule.ambiguous and ctx.module_class is None and not on_module and not self._tensor_receiver(value):
+            return None  # `.repeat`, `.view` on an unknown object outside model code: maybe not a tensor
+        if (rule.receiver == "tensor" and on_module) or (rule.receiver == "module" and not on_module
+                                                          and rule.ambiguous):
+            return None
+        return rule
+
     def _unknown_method(self, original: cst.Call, method: str):
         """A torch.Tensor method with no rule, called in model code: report it rather than keep it silently."""
         if (method in TENSOR_METHODS and method not in NOT_ONLY_TENSOR
@@ -216,12 +227,15 @@ class Converter(cst.CSTTransformer):
         return mentions(receiver, lambda n: n in self.ctx.qualnames or (isinstance(n, cst.Name) and n.value in names))
 
     def _is_module(self, receiver: cst.BaseExpression) -> bool:
-        """`self` and layer attributes are modules: `.relu(x)` on them is not Tensor.relu."""
+        """`self`, layer attributes and models (`model = Net()`, `Net().to(device)`) are modules: `.relu(x)`
+        on them is not Tensor.relu, `.double()` casts parameters."""
         name = dotted(receiver)
         cls = self.ctx.module_class
-        if name == "self":
+        if name == "self" or (cls and name and name.startswith("self.") and name[5:] in cls.attr_types):
             return True
-        return bool(cls and name and name.startswith("self.") and name[5:] in cls.attr_types)
+        func, facts = self.ctx.function, self.ctx.facts
+        names = (func.module_names if func else set()) | facts.top_module_names
+        return holds_module(receiver, self.builds_module, names)
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
         if original in self.call_funcs:
@@ -230,9 +244,9 @@ class Converter(cst.CSTTransformer):
         if qual is not None:
             return self._torch_reference(original, updated, qual)
         prop = self.ctx.rules.get("property", original.attr.value)
-        # ambiguous properties (`.data`, `.device`) are tensors' only inside model code
-        if prop and (self.ctx.module_class is not None or not prop.ambiguous) and not self._is_module(
-                original.value) and not self.imports_jax:
+        # ambiguous properties (`.data`, `.device`) are tensors' only inside model code or on known tensors
+        if prop and (self.ctx.module_class is not None or not prop.ambiguous or self._tensor_receiver(
+                original.value)) and not self._is_module(original.value) and not self.imports_jax:
             if original in self.assign_targets and "self" not in prop.templates[0].placeholders:
                 self.ctx.escape(original, Escape("RT102", f"assigning `.{prop.name}` has no JAX equivalent: {prop.note}"))
                 return updated

@@ -127,13 +127,14 @@ def _parse_params(raw: dict, origin: str) -> tuple[ParamRule, ...]:
 
 def _template(spec: str | dict) -> Template:
     """A target template; a table `{ to = "...", needs = [args] }` is a variant that applies only
-    when the call passes one of `needs` (e.g. torch's L2 weight decay needs a different optimizer)."""
+    when the call passes one of `needs` (e.g. torch's L2 weight decay needs a different optimizer),
+    `when = { arg = "sequence" }` one that applies only when `arg` is written as a list or tuple."""
     if isinstance(spec, str):
         return Template(spec)
-    unknown = set(spec) - {"to", "needs"}
+    unknown = set(spec) - {"to", "needs", "when"}
     if unknown or "to" not in spec:
-        raise TemplateError(f"variant {spec!r}: expected fields `to` and optionally `needs`")
-    return Template(spec["to"], needs=spec.get("needs", ()))
+        raise TemplateError(f"variant {spec!r}: expected fields `to` and optionally `needs`, `when`")
+    return Template(spec["to"], needs=spec.get("needs", ()), when=spec.get("when", {}))
 
 
 def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:

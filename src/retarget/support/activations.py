@@ -3,9 +3,13 @@
 
 Called directly, `nn.ReLU()` converts to `jax.nn.relu`; these classes serve the class-as-value case.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from .functional import embedding
 
 
 class _Activation(nnx.Module):
@@ -70,6 +74,19 @@ class Hardsigmoid(_Activation):
         return jax.nn.hard_sigmoid(x)
 
 
+class SELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.selu(x)
+
+
+class Hardtanh(_Activation):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, *, rngs=None):
+        self.min_val, self.max_val = min_val, max_val
+
+    def __call__(self, x):
+        return jnp.clip(x, self.min_val, self.max_val)
+
+
 class Softmax(_Activation):
     def __call__(self, x):
         return jax.nn.softmax(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))
@@ -83,18 +100,33 @@ class TorchLinear(nnx.Linear):
 
 
 class TorchLayerNorm(nnx.LayerNorm):
-    """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`)."""
+    """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`). A list or
+    tuple `normalized_shape` normalizes over that many trailing dims, with weight and bias of that shape."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None,
                  *, rngs: nnx.Rngs):
-        super().__init__(normalized_shape, epsilon=eps, use_scale=elementwise_affine, use_bias=bias, rngs=rngs)
+        shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+        axes = tuple(range(-len(shape), 0))
+        super().__init__(math.prod(shape), epsilon=eps, use_scale=elementwise_affine,
+                         use_bias=bias and elementwise_affine, reduction_axes=axes, feature_axes=axes, rngs=rngs)
+        if len(shape) > 1 and elementwise_affine:  # flax would keep (prod(shape),); torch's weights have `shape`
+            self.scale = nnx.Param(jnp.ones(shape))
+            if bias:
+                self.bias = nnx.Param(jnp.zeros(shape))
 
 
 class TorchEmbedding(nnx.Embed):
-    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`)."""
+    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`). As in torch, the
+    `padding_idx` row starts at zero and lookups of it pass it no gradient."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
         super().__init__(num_embeddings, embedding_dim, rngs=rngs)
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+        if self.padding_idx is not None:
+            self.embedding[...] = self.embedding[...].at[self.padding_idx].set(0.0)
+
+    def __call__(self, inputs):
+        return embedding(inputs, self.embedding[...], self.padding_idx)
 
 
 class TorchDropout(nnx.Dropout):

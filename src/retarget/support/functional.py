@@ -6,6 +6,7 @@ converter copies each function that a converted file uses, with the helpers it
 calls, into that file, so converted code never imports retarget.
 """
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -283,18 +284,78 @@ def repeat(x, *sizes):
     return jnp.tile(x, sizes)
 
 
+class ValuesIndices(NamedTuple):
+    """What torch's max/min/sort/topk/median/mode/kthvalue return with a dim: `.values`, `.indices`."""
+    values: jax.Array
+    indices: jax.Array
+
+
+def _is_dim(value):
+    """A dimension (a Python or NumPy int), not a tensor: `torch.max(x, d)` reduces, `torch.max(x, t)` compares."""
+    return isinstance(value, (int, jnp.integer))
+
+
 def torch_max(x, dim=None, keepdim=False):
-    """torch.max / Tensor.max: (values, indices) with a dim, the maximum without."""
+    """torch.max / Tensor.max: the maximum; with a dim, (values, indices); with a tensor, the elementwise maximum."""
     if dim is None:
         return jnp.max(x)
-    return jnp.max(x, axis=dim, keepdims=keepdim), jnp.argmax(x, axis=dim, keepdims=keepdim)
+    if not _is_dim(dim):
+        return jnp.maximum(x, dim)
+    return ValuesIndices(jnp.max(x, axis=dim, keepdims=keepdim), jnp.argmax(x, axis=dim, keepdims=keepdim))
 
 
 def torch_min(x, dim=None, keepdim=False):
-    """torch.min / Tensor.min: (values, indices) with a dim, the minimum without."""
+    """torch.min / Tensor.min: the minimum; with a dim, (values, indices); with a tensor, the elementwise minimum."""
     if dim is None:
         return jnp.min(x)
-    return jnp.min(x, axis=dim, keepdims=keepdim), jnp.argmin(x, axis=dim, keepdims=keepdim)
+    if not _is_dim(dim):
+        return jnp.minimum(x, dim)
+    return ValuesIndices(jnp.min(x, axis=dim, keepdims=keepdim), jnp.argmin(x, axis=dim, keepdims=keepdim))
+
+
+def topk(x, k, dim=-1, largest=True):
+    """torch.topk: the k largest (or smallest) values along `dim`, sorted, and their indices."""
+    dim = -1 if dim is None else dim
+    moved = jnp.moveaxis(x, dim, -1)
+    values, indices = jax.lax.top_k(moved if largest else -moved, k)
+    values = values if largest else -values
+    return ValuesIndices(jnp.moveaxis(values, -1, dim), jnp.moveaxis(indices, -1, dim))
+
+
+def torch_sort(x, dim=-1, descending=False):
+    """torch.sort / Tensor.sort: the values sorted along `dim` (stably) and the indices they came from."""
+    indices = jnp.argsort(x, axis=dim, stable=True, descending=descending)
+    return ValuesIndices(jnp.take_along_axis(x, indices, axis=dim), indices)
+
+
+def _reduced(values, indices, dim, keepdim):
+    """A (values, indices) pair with its size-1 `dim`, or without it."""
+    if keepdim:
+        return ValuesIndices(values, indices)
+    return ValuesIndices(jnp.take(values, 0, axis=dim), jnp.take(indices, 0, axis=dim))
+
+
+def kthvalue(x, k, dim=-1, keepdim=False):
+    """torch.kthvalue: the k-th smallest value (k from 1) along `dim`, and its index."""
+    index = jnp.expand_dims(jnp.take(jnp.argsort(x, axis=dim, stable=True), k - 1, axis=dim), dim)
+    return _reduced(jnp.take_along_axis(x, index, axis=dim), index, dim, keepdim)
+
+
+def torch_median(x, dim=None, keepdim=False):
+    """torch.median: the lower of the two middle values (never their mean); with a dim, (values, indices)."""
+    if dim is None:
+        return jnp.sort(x.ravel())[(x.size - 1) // 2]
+    return kthvalue(x, (x.shape[dim] + 1) // 2, dim, keepdim)
+
+
+def torch_mode(x, dim=-1, keepdim=False):
+    """torch.mode: the most frequent value along `dim` (the smallest of equally frequent ones) and its last index."""
+    moved = jnp.moveaxis(x, dim, -1)
+    counts = (moved[..., :, None] == moved[..., None, :]).sum(-1)
+    best = jnp.take_along_axis(moved, jnp.lexsort((moved, -counts), axis=-1)[..., :1], axis=-1)
+    index = moved.shape[-1] - 1 - jnp.argmax(jnp.flip(moved == best, -1), axis=-1, keepdims=True)
+    values = jnp.take_along_axis(moved, index, axis=-1)
+    return _reduced(jnp.moveaxis(values, -1, dim), jnp.moveaxis(index, -1, dim), dim, keepdim)
 
 
 def torch_var(x, dim=None, unbiased=True, keepdim=False, correction=None):
@@ -384,8 +445,48 @@ def multinomial(key, probs, num_samples, replacement=False):
 
 
 def pixel_shuffle(x, upscale_factor):
-    """torch.nn.functional.pixel_shuffle: (N, C*r*r, H, W) -> (N, C, H*r, W*r)."""
-    n, c, h, w = x.shape
-    r = upscale_factor
-    x = x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
-    return x.reshape(n, c // (r * r), h * r, w * r)
+    """torch.nn.functional.pixel_shuffle: (*, C*r*r, H, W) -> (*, C, H*r, W*r)."""
+    *lead, c, h, w = x.shape
+    r, n = upscale_factor, len(lead)
+    x = x.reshape(*lead, c // (r * r), r, r, h, w)
+    x = x.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2)
+    return x.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(x, downscale_factor):
+    """torch.nn.functional.pixel_unshuffle: (*, C, H*r, W*r) -> (*, C*r*r, H, W)."""
+    *lead, c, h, w = x.shape
+    r, n = downscale_factor, len(lead)
+    x = x.reshape(*lead, c, h // r, r, w // r, r)
+    x = x.transpose(*range(n), n, n + 2, n + 4, n + 1, n + 3)
+    return x.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def view_as_complex(x):
+    """torch.view_as_complex: a (..., 2) real array as complex numbers (real part, imaginary part)."""
+    return jax.lax.complex(x[..., 0], x[..., 1])
+
+
+def view_as_real(x):
+    """torch.view_as_real: complex numbers as a (..., 2) real array."""
+    return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def scatter(x, dim, index, src, reduce=None):
+    """torch.scatter / Tensor.scatter: `x` with `src` (a tensor or a number) written where `index` says
+    along `dim`; reduce="add" / "multiply" combine with what is there instead."""
+    where = jnp.meshgrid(*(jnp.arange(n) for n in index.shape), indexing="ij")
+    where[dim % x.ndim] = index
+    if jnp.ndim(src):
+        src = src[tuple(slice(0, n) for n in index.shape)]
+    at = x.at[tuple(where)]
+    return {None: at.set, "add": at.add, "multiply": at.multiply}[reduce](src)
+
+
+def embedding(ids, weight, padding_idx=None):
+    """torch.nn.functional.embedding: rows of `weight`; lookups of the padding row pass it no gradient."""
+    out = jnp.take(weight, ids, axis=0)
+    if padding_idx is None:
+        return out
+    padding = ids == padding_idx % weight.shape[0]
+    return jnp.where(padding[..., None], jax.lax.stop_gradient(out), out)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import (_ntuple, adaptive_pool_nd, avg_pool_nd, conv_nd, conv_transpose_nd,
-                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, unflatten)
+                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, pixel_shuffle,
+                         pixel_unshuffle, unflatten)
 
 
 class Buffer(nnx.Variable):
@@ -305,6 +306,22 @@ class Upsample(nnx.Module):
         return interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
 
 
+class PixelShuffle(nnx.Module):
+    def __init__(self, upscale_factor, *, rngs=None):
+        self.upscale_factor = upscale_factor
+
+    def __call__(self, x):
+        return pixel_shuffle(x, self.upscale_factor)
+
+
+class PixelUnshuffle(nnx.Module):
+    def __init__(self, downscale_factor, *, rngs=None):
+        self.downscale_factor = downscale_factor
+
+    def __call__(self, x):
+        return pixel_unshuffle(x, self.downscale_factor)
+
+
 class _InstanceNorm(nnx.Module):
     """Instance norm (channels-first) without running statistics, torch's default."""
 
@@ -385,3 +402,25 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     eps = jnp.finfo(x.dtype).eps if eps is None else eps
     y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + eps)
     return y if weight is None else y * weight
+
+
+def train_mode(module, mode=True):
+    """Module.train(mode) / .eval() used as a value: the mode switched in place, the module returned (as torch)."""
+    if mode:
+        module.train()
+    else:
+        module.eval()
+    return module
+
+
+def cast_module(module, dtype):
+    """Module.to(dtype) / .double() / .half() / ...: the floating parameters and buffers cast in place; the
+    module is returned, as torch does. float64 needs 64-bit JAX (without it JAX would keep float32)."""
+    if dtype is None:  # `model.to(dtype=None)`
+        return module
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("casting a model to float64 needs 64-bit JAX: call "
+                         "jax.config.update('jax_enable_x64', True) at start-up (JAX would keep float32)")
+    cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    nnx.update(module, jax.tree.map(cast, nnx.state(module, nnx.Not(nnx.RngState))))
+    return module
