@@ -265,9 +265,10 @@ def _train_forward(model, xs, copy) -> tuple[dict, bool]:
     with torch.no_grad():
         model(*xs)
         twin(*xs)
+    params = {k for k, _ in model.named_parameters()}
     state, other = model.state_dict(), twin.state_dict()
     same = all(torch.equal(state[k], other[k]) for k in state)
-    return {k: v.detach().numpy().copy() for k, v in state.items()}, bool(same)
+    return {k: v.detach().numpy().copy() for k, v in state.items() if k not in params}, bool(same)
 
 
 def torch_worker(specs: list[Spec], work: Path) -> None:
