@@ -359,7 +359,7 @@ def _grad_error(model, xs, saved) -> float:
 
     def loss(m):
         return sum(jnp.sum(o * w) for o, w in zip(flatten_jax(m(*xs)), weights))
-    grads = nnx.jit(nnx.grad(loss))(model)
+    grads = nnx.grad(loss)(model)  # eagerly: XLA CPU's optimised backward drifts ~1% on deep ResNets
     return _compare_states(grads, _expected(model, saved, "grad", nnx.Param))
 
 
