@@ -20,11 +20,22 @@ END = "# --- end of retarget helpers ---"
 
 
 class _Names(cst.CSTVisitor):
+    """Names a definition uses; the `name` of `x.name` and of `f(name=...)` is none (`jax.nn.gelu` does
+    not need the helper `gelu`)."""
+
     def __init__(self) -> None:
         self.names: set[str] = set()
 
     def visit_Name(self, node: cst.Name) -> None:
         self.names.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
 
 
 def _defined_name(stmt: cst.CSTNode) -> str | None:
