@@ -238,6 +238,7 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
     function = ctx.rules.get("function", qual)
     if function and function.as_value:
         ctx.support.update(function.support)
+        ctx.support.add(function.as_value)
         return cst.parse_expression(function.as_value)
     if function:
         return Escape("RT103", f"`{qual}` is used as a value; only calls to it are converted")

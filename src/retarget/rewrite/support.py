@@ -13,18 +13,29 @@ from pathlib import Path
 import libcst as cst
 
 SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
-SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "recurrent.py", "activations.py", "optim.py",
-                 "data.py", "torch_checkpoint.py", "checkpoint.py")
+SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
+                 "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py")
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 END = "# --- end of retarget helpers ---"
 
 
 class _Names(cst.CSTVisitor):
+    """Names a definition uses; the `name` of `x.name` and of `f(name=...)` is none (`jax.nn.gelu` does
+    not need the helper `gelu`)."""
+
     def __init__(self) -> None:
         self.names: set[str] = set()
 
     def visit_Name(self, node: cst.Name) -> None:
         self.names.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
 
 
 def _defined_name(stmt: cst.CSTNode) -> str | None:

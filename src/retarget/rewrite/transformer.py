@@ -188,6 +188,7 @@ class Converter(cst.CSTTransformer):
         if not rule.as_value:
             return None
         self.ctx.support.update(rule.support)
+        self.ctx.support.add(rule.as_value)
         return updated.with_changes(func=cst.parse_expression(rule.as_value))
 
     def _method_rule(self, original: cst.Call, statement: bool):

@@ -5,18 +5,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .layers import _uniform
+from .layers import _torch_linear, _uniform
 
 
 class MultiheadAttention(nnx.Module):
-    """torch.nn.MultiheadAttention: packed q/k/v projection, torch's mask conventions."""
+    """torch.nn.MultiheadAttention: packed q/k/v projection, torch's mask conventions, batched or unbatched
+    inputs, torch's initialisation. `is_causal` is torch's hint that `attn_mask` is the causal mask; given
+    without a mask (torch raises there) it applies the causal mask."""
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, batch_first=False, *, rngs: nnx.Rngs):
         self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
         bound = math.sqrt(6.0 / (4 * embed_dim))
         self.in_proj_kernel = nnx.Param(_uniform(rngs, (embed_dim, 3 * embed_dim), bound))
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * embed_dim,))) if bias else None
-        self.out_proj = nnx.Linear(embed_dim, embed_dim, use_bias=bias, rngs=rngs)
+        self.out_proj = _torch_linear(embed_dim, embed_dim, bias, rngs, bias_init=nnx.initializers.zeros)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def _project(self, x, index):
@@ -38,17 +40,30 @@ class MultiheadAttention(nnx.Module):
             scores = jnp.where(mask, -jnp.inf, scores) if mask.dtype == jnp.bool_ else scores + mask
         return scores
 
+    def _batch_major(self, x, batched):
+        if not batched:
+            return x[None]
+        return x if self.batch_first else jnp.swapaxes(x, 0, 1)
+
+    def _caller_layout(self, x, batched):
+        if not batched:
+            return x[0]
+        return x if self.batch_first else jnp.swapaxes(x, 0, 1)
+
     def __call__(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                  average_attn_weights=True, is_causal=False):
-        if not self.batch_first:
-            query, key, value = (jnp.swapaxes(t, 0, 1) for t in (query, key, value))
+        batched = query.ndim == 3
+        query, key, value = (self._batch_major(t, batched) for t in (query, key, value))
+        if key_padding_mask is not None and not batched:
+            key_padding_mask = key_padding_mask[None]
+        if is_causal and attn_mask is None:
+            attn_mask = jnp.triu(jnp.ones((query.shape[1], key.shape[1]), dtype=bool), 1)
         q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
         scores = q @ jnp.swapaxes(k, -2, -1) / math.sqrt(q.shape[-1])
-        weights = jax.nn.softmax(self._masked_scores(scores, attn_mask, key_padding_mask), axis=-1)
-        out = (self.dropout(weights) @ v).transpose(0, 2, 1, 3).reshape(query.shape[:2] + (-1,))
-        out = self.out_proj(out)
-        if not self.batch_first:
-            out = jnp.swapaxes(out, 0, 1)
+        weights = self.dropout(jax.nn.softmax(self._masked_scores(scores, attn_mask, key_padding_mask), axis=-1))
+        out = (weights @ v).transpose(0, 2, 1, 3).reshape(query.shape[:2] + (-1,))
+        out = self._caller_layout(self.out_proj(out), batched)
         if not need_weights:
             return out, None
-        return out, weights.mean(axis=1) if average_attn_weights else weights
+        weights = weights.mean(axis=1) if average_attn_weights else weights
+        return out, weights if batched else weights[0]

@@ -383,6 +383,16 @@ def kaiming_gain(nonlinearity="leaky_relu", param=0):
     return 1.0
 
 
+def relu(input, inplace=False):
+    """torch.nn.functional.relu with torch's signature, for `F.relu` passed as a value."""
+    return jax.nn.relu(input)
+
+
+def gelu(input, approximate="none"):
+    """torch.nn.functional.gelu with torch's signature and default (exact; jax.nn.gelu defaults to tanh)."""
+    return jax.nn.gelu(input, approximate=approximate == "tanh")
+
+
 def dropout(x, p=0.5, training=True, key=None):
     """torch.nn.functional.dropout with an explicit PRNG key."""
     if not training or p == 0.0:

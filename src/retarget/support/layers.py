@@ -37,6 +37,16 @@ def cast_parameters(module, dtype):
     return module
 
 
+def _torch_linear(in_features, out_features, bias, rngs, bias_init=None):
+    """nnx.Linear initialised as torch's nn.Linear: weight and bias uniform in +-1/sqrt(in_features)."""
+    bound = 1.0 / math.sqrt(in_features)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=init, bias_init=bias_init or init,
+                      rngs=rngs)
+
+
 class _ConvNd(nnx.Module):
     ndim = 2
 
