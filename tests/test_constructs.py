@@ -123,3 +123,15 @@ def test_inplace_on_slices_asserts_checkpoints_and_python_containers():
     original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32))
+
+
+def test_layer_factories_in_config_fields_and_module_dict_order():
+    """`cfg.block(...)` where a dataclass declares `block: Callable[..., nn.Module]` receives `rngs`
+    (torchvision's EfficientNet); an `nn.ModuleDict` of 11 blocks runs in insertion order under jit
+    too (NNX sorts merged attributes: "b10" < "b2"; torchvision's DenseNet)."""
+    torch_mod, flax_mod, conversion = convert_pair("config_factories.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))

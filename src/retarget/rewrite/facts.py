@@ -69,6 +69,7 @@ class Facts:
     seeded: set[str] = field(default_factory=set)
     external: External = field(default_factory=External)
     top_module_names: set[str] = field(default_factory=set)  # module-level names holding models
+    factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -95,6 +96,7 @@ class _Collector(cst.CSTVisitor):
         self._func: list[FunctionFacts] = []
         self.training_readers: set[str] = set()
         self.module_calls: list[cst.Call] = []
+        self.annotated_attrs: list[tuple[str, cst.BaseExpression]] = []
         self.module_assigns: list[cst.Assign] = []
 
     def visit_Assign(self, node: cst.Assign) -> None:
@@ -104,6 +106,10 @@ class _Collector(cst.CSTVisitor):
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if self._class and node.attr.value == "training" and dotted(node.value) == "self":
             self.training_readers.add(self._class[-1])
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if self._class and not self._func and isinstance(node.target, cst.Name):
+            self.annotated_attrs.append((node.target.value, node.annotation.annotation))
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.classes.setdefault(node.name.value, node)
@@ -145,6 +151,8 @@ class Analysis:
         for cls in classes.values():
             self._attribute_types(cls, facts)
             cls.assigned = self._assigned_attrs(cls, facts)
+        facts.factory_attrs = {n for n, ann in self.collector.annotated_attrs if self._builds_module(ann)}
+        self._annotated_class_values(facts)
         self._class_valued_params(facts)
         builds = self.model_call_test(facts)
         for func in facts.functions.values():
@@ -272,6 +280,19 @@ class Analysis:
         name = dotted(node)
         return bool(self.layer_rule_name(node)) or facts.is_module_class(name) or name in func.class_values
 
+    def _builds_module(self, annotation: cst.BaseExpression) -> bool:
+        """`Callable[..., nn.Module]`, `Optional[Callable[..., nn.Module]]`, `type[nn.Module]`."""
+        return mentions(annotation, lambda n: self.qualnames.get(n) == "torch.nn.Module") and mentions(
+            annotation, lambda n: isinstance(n, cst.Name) and n.value in ("Callable", "type", "Type"))
+
+    def _annotated_class_values(self, facts: Facts) -> None:
+        """Parameters annotated as layer factories hold layer classes (`block: Callable[..., nn.Module]`)."""
+        for func in facts.functions.values():
+            params = func.node.params
+            for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+                if param.annotation is not None and self._builds_module(param.annotation.annotation):
+                    func.class_values.add(param.name.value)
+
     def _class_valued_params(self, facts: Facts) -> None:
         changed = True
         while changed:
@@ -317,6 +338,8 @@ class Analysis:
             return True
         if name == "cls" and func.owner and facts.is_module_class(func.owner):
             return True  # `cls(...)` in a classmethod of a module class (`Model.from_args(...)`)
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in facts.factory_attrs:
+            return True  # `cnf.block(...)` where a class declares `block: Callable[..., nn.Module]`
         callee = self._callee(call, func, facts)
         return callee is not None and callee.key in known
 

@@ -380,6 +380,24 @@ class ReplicationPad2d(_PadNd):
     mode = "replicate"
 
 
+class ModuleDict(nnx.Dict):
+    """nn.ModuleDict: iterates in insertion order, as torch does (the order is recorded: a merged
+    NNX graph, e.g. inside nnx.jit, lists attributes sorted, and "layer10" < "layer2")."""
+
+    def __setattr__(self, name, value):
+        order = getattr(self, "_key_order", ())
+        if not name.startswith("_") and name not in order:
+            super().__setattr__("_key_order", order + (name,))
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        super().__setattr__("_key_order", tuple(k for k in self._key_order if k != name))
+
+    def __iter__(self):
+        return iter(getattr(self, "_key_order", ()))
+
+
 class NamedSequential(nnx.Module):
     """nn.Sequential whose children keep torch's names (so checkpoint keys match): built from an
     OrderedDict, from positional layers ("0", "1", ...), or grown by add_module / attribute
