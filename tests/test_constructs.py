@@ -135,3 +135,13 @@ def test_layer_factories_in_config_fields_and_module_dict_order():
     original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+
+
+def test_layer_arguments_forwarded_with_kwargs():
+    """`nn.Conv2d(a, b, bias=False, **kwargs)`: the torch-signature helper class takes the call as written."""
+    torch_mod, flax_mod, conversion = convert_pair("kwargs_passthrough.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))

@@ -183,13 +183,18 @@ class Converter(cst.CSTTransformer):
         return name.startswith("self.") and init is not None and name in init.python_names
 
     def _as_value(self, rule, updated: cst.Call) -> cst.Call | None:
-        """A call form no template takes (`f(url, *args, **kwargs)`), to a function whose helper has
-        torch's own signature: call the helper as written."""
-        if not rule.as_value:
+        """A call form no template takes (`f(url, *args, **kwargs)`, `nn.Conv2d(a, b, **kwargs)`), to a
+        function or layer whose helper has torch's own signature: call the helper as written."""
+        helper = rule.as_value if rule.kind == "function" else rule.as_class
+        if not helper or not any(a.star for a in updated.args):
             return None
-        self.ctx.support.update(rule.support)
-        self.ctx.support.add(rule.as_value)
-        return updated.with_changes(func=cst.parse_expression(rule.as_value))
+        if not helper.startswith("nnx."):
+            self.ctx.support.update(rule.support)
+            self.ctx.support.add(helper)
+        args = list(updated.args)
+        if rule.kind == "module" and rule.needs_rngs:
+            args.append(structure.keyword_arg("rngs", self.ctx.rngs_expr()))
+        return updated.with_changes(func=cst.parse_expression(helper), args=args)
 
     def _method_rule(self, original: cst.Call, statement: bool):
         """The rule for `x.method(...)`: a model's own (`to(module)`) or the tensor method's; None when `x`
