@@ -1,3 +1,5 @@
+from typing import Callable, Optional
+
 import torch
 import torch.nn as nn
 
@@ -15,10 +17,13 @@ class BasicConv2d(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, blocks: Optional[list[Callable[..., nn.Module]]] = None):
         super().__init__()
-        self.a = BasicConv2d(3, 8, kernel_size=3, stride=2, padding=1)
-        self.b = BasicConv2d(8, 4, kernel_size=1)
+        if blocks is None:
+            blocks = [BasicConv2d, BasicConv2d]
+        conv_block = blocks[0]  # GoogLeNet picks its block classes from a list
+        self.a = conv_block(3, 8, kernel_size=3, stride=2, padding=1)
+        self.b = blocks[1](8, 4, kernel_size=1)
         self.head = nn.Linear(4, 2, **{"bias": False})
 
     def forward(self, x):

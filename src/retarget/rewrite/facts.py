@@ -277,6 +277,10 @@ class Analysis:
             return any(self._is_class_value(side, func, facts) for side in (node.left, node.right))
         if isinstance(node, cst.Call) and dotted(node.func) in ("partial", "functools.partial") and node.args:
             return self._is_class_value(node.args[0].value, func, facts)
+        if isinstance(node, (cst.List, cst.Tuple)) and node.elements:  # `blocks = [BasicConv2d, Inception]`
+            return all(self._is_class_value(e.value, func, facts) for e in node.elements)
+        if isinstance(node, cst.Subscript):  # `conv_block = blocks[0]`
+            return self._is_class_value(node.value, func, facts)
         name = dotted(node)
         return bool(self.layer_rule_name(node)) or facts.is_module_class(name) or name in func.class_values
 
@@ -338,6 +342,8 @@ class Analysis:
             return True
         if name == "cls" and func.owner and facts.is_module_class(func.owner):
             return True  # `cls(...)` in a classmethod of a module class (`Model.from_args(...)`)
+        if isinstance(call.func, cst.Subscript) and self._is_class_value(call.func, func, facts):
+            return True  # `blocks[1](...)` with `blocks = [BasicConv2d, Inception]`
         if isinstance(call.func, cst.Attribute) and call.func.attr.value in facts.factory_attrs:
             return True  # `cnf.block(...)` where a class declares `block: Callable[..., nn.Module]`
         callee = self._callee(call, func, facts)

@@ -135,7 +135,8 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     name = dotted(original.func)
     if name == "self.forward":
         return updated.with_changes(func=cst.Name("self"))
-    if any(a.keyword and a.keyword.value == "rngs" for a in updated.args) or name is None:
+    if any(a.keyword and a.keyword.value == "rngs" for a in updated.args) or (
+            name is None and not isinstance(original.func, cst.Subscript)):
         return updated
     if ctx.qualnames.get(original.func):
         return updated
