@@ -145,3 +145,22 @@ def test_layer_arguments_forwarded_with_kwargs():
     original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+
+
+def test_random_function_called_from_forward_draws_from_the_module():
+    """torchvision's stochastic depth: `noise = noise.bernoulli_(rate)` re-bound to its name, a
+    module-level function drawing random numbers (it receives `rngs`), called from `forward` with the
+    module's own `self.rngs`: identity in eval mode, torch's distribution in train mode, new draws
+    on every call, under jit too."""
+    _, flax_mod, conversion = convert_pair("stochastic_depth.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    layer = flax_mod.block(rngs=nnx.Rngs(0))
+    x = np.ones((4000, 3), np.float32)
+    layer.eval()
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)
+    layer.train()
+    step = nnx.jit(lambda m, a: m(a))
+    first, second = np.asarray(step(layer, x)), np.asarray(step(layer, x))
+    assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
+    assert abs(float((first[:, 0] == 0).mean()) - 0.25) < 0.03
+    assert (first[:, 0] == first[:, 1]).all() and not (first == second).all()

@@ -50,8 +50,15 @@ class Context:
         return "rngs" in func.params or func.key in self.facts.rngs_functions or func.key in self.facts.seeded
 
     def rngs_expr(self) -> cst.BaseExpression:
-        """`rngs` where the enclosing function receives it, a fresh `nnx.Rngs(0)` elsewhere."""
-        return cst.Name("rngs") if self.has_rngs() else cst.parse_expression("nnx.Rngs(0)")
+        """`rngs` where the enclosing function receives it; in a module's method (`forward` calling
+        `stochastic_depth(x, p, training, rngs=...)`) the module's own `self.rngs`; a fresh
+        `nnx.Rngs(0)` elsewhere."""
+        if self.has_rngs():
+            return cst.Name("rngs")
+        func, cls = self.function, self.module_class
+        if cls is not None and func is not None and func.owner == cls.name and "self" in func.params[:1]:
+            return cst.parse_expression("self.rngs")  # the class keeps it if the output uses it
+        return cst.parse_expression("nnx.Rngs(0)")
 
     def key_expr(self, stream: str = "") -> cst.BaseExpression | None:
         """A fresh PRNG key here: from `rngs`, from the module's `self.rngs`, or None (no source)."""

@@ -422,16 +422,28 @@ def functional_update(ctx: Context, original, updated):
 
 def keep_rngs(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
     """A module whose methods draw random numbers keeps `self.rngs = rngs` (as nnx.Dropout does)."""
-    if cls is None or not cls.keeps_rngs:
+    if cls is None or not (cls.keeps_rngs or mentions(updated, _is_self_rngs)):
         return updated
     body = list(updated.body.body)
     for i, stmt in enumerate(body):
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "__init__":
             keep = cst.parse_statement("self.rngs = rngs")
-            body[i] = stmt.with_changes(body=stmt.body.with_changes(body=[keep, *stmt.body.body]))
+            body[i] = _required_rngs(stmt.with_changes(body=stmt.body.with_changes(body=[keep, *stmt.body.body])))
             return updated.with_changes(body=updated.body.with_changes(body=body))
     ctx.escape(updated, Escape("RT108", f"{cls.name} draws random numbers but has no __init__ to keep `rngs` in"))
     return updated
+
+
+def _is_self_rngs(node: cst.CSTNode) -> bool:
+    return isinstance(node, cst.Attribute) and node.attr.value == "rngs" and dotted(node.value) == "self"
+
+
+def _required_rngs(init: cst.FunctionDef) -> cst.FunctionDef:
+    """A constructor whose module keeps `rngs` for later draws cannot take it as optional."""
+    params = [p.with_changes(annotation=cst.Annotation(cst.parse_expression("nnx.Rngs")), default=None,
+                             equal=cst.MaybeSentinel.DEFAULT)
+              if p.name.value == "rngs" and p.default is not None else p for p in init.params.kwonly_params]
+    return init.with_changes(params=init.params.with_changes(kwonly_params=params))
 
 
 def _module_walk(call: cst.BaseExpression, method: str) -> str | None:

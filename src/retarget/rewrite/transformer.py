@@ -40,6 +40,7 @@ class Converter(cst.CSTTransformer):
         self.imports_jax = prepass.imports_jax
         self.elifs = prepass.elifs
         self.assign_targets = prepass.assign_targets
+        self.rebinding = prepass.rebinding
         self.builds_module = ctx.analysis.model_call_test(ctx.facts)
 
     # -- escape-hatch comments, one frame per statement ----------------------
@@ -148,7 +149,8 @@ class Converter(cst.CSTTransformer):
         else:
             return None
         if rule.name.endswith("_") and not statement and rule.kind == "method" and not isinstance(
-                original.func.value, cst.Call):  # in place on a temporary (`x.new_empty(s).bernoulli_(p)`) is fine
+                original.func.value, cst.Call) and original not in self.rebinding:
+            # in place on a temporary (`x.new_empty(s).bernoulli_(p)`) or re-bound (`x = x.mul_(2)`) is fine
             return Escape("RT104", f"in-place `{rule.name}` used as a value")
         bound = bind(rule.sig, self._spread_dicts(updated.args))
         if isinstance(bound, Escape):
@@ -328,6 +330,7 @@ class Prepass(cst.CSTVisitor):
         self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
         self.assign_targets: set = set()  # `x.attr = ...` targets: a property rule cannot write a constant
+        self.rebinding: set = set()  # `x = x.op_(...)`: in-place calls whose result re-binds their receiver
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -341,6 +344,12 @@ class Prepass(cst.CSTVisitor):
         if not isinstance(node.names, cst.ImportStar):
             self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
         return False
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        value = node.value
+        if (len(node.targets) == 1 and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
+                and dotted(value.func.value) and dotted(value.func.value) == dotted(node.targets[0].target)):
+            self.rebinding.add(value)  # `noise = noise.bernoulli_(p)`: the in-place result re-bound to its name
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         if isinstance(node.target, cst.Attribute):
