@@ -277,7 +277,7 @@ def expand(x, *sizes):
     return jnp.broadcast_to(x, shape)
 
 
-def repeat(x, *sizes):
+def torch_repeat(x, *sizes):
     """Tensor.repeat (tiles, like numpy.tile)."""
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     return jnp.tile(x, sizes)
