@@ -37,6 +37,7 @@ class Converter(cst.CSTTransformer):
         self.structural_calls = prepass.structural_calls
         self.operands = prepass.operands
         self.imported_names = prepass.imported_names
+        self.foreign_names = prepass.foreign_names
         self.imports_jax = prepass.imports_jax
         self.elifs = prepass.elifs
         self.assign_targets = prepass.assign_targets
@@ -85,6 +86,8 @@ class Converter(cst.CSTTransformer):
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
+        if (dotted(original.func) or "").split(".")[0] in self.foreign_names and original.func not in self.ctx.qualnames:
+            updated = structure.param_values(self.ctx, original, updated)
         result = self._rewrite_call(original, updated, statement=False)
         if isinstance(result, Escape) or result is None:
             return updated
@@ -268,6 +271,11 @@ def _is_jax_at(receiver: cst.BaseExpression) -> bool:
         receiver.value.attr.value == "at")
 
 
+def _is_foreign(module: str | None) -> bool:
+    """A library other than torch and JAX: its functions take arrays, not Flax variables."""
+    return bool(module) and module.split(".")[0] not in ("torch", "jax", "flax")
+
+
 class Prepass(cst.CSTVisitor):
     """Nodes whose role depends on their parent: call targets and expression statements."""
 
@@ -279,6 +287,7 @@ class Prepass(cst.CSTVisitor):
         self.annotation_refs: set = set()
         self.operands: set = set()
         self.imported_names: set[str] = set()
+        self.foreign_names: set[str] = set()  # bound by imports of other libraries (einops, scipy, ...)
         self.param_groups = False
         self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
@@ -287,14 +296,20 @@ class Prepass(cst.CSTVisitor):
 
     def visit_Import(self, node: cst.Import) -> bool:
         for alias in node.names:
-            self.imported_names.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0])
+            bound = dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0]
+            self.imported_names.add(bound)
             self.imports_jax |= (dotted(alias.name) or "").split(".")[0] in ("jax", "flax")
+            if _is_foreign(dotted(alias.name)):
+                self.foreign_names.add(bound)
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
         self.imports_jax |= (dotted(node.module) if node.module else "").split(".")[0] in ("jax", "flax")
         if not isinstance(node.names, cst.ImportStar):
-            self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
+            bound = {dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names}
+            self.imported_names.update(bound)
+            if not node.relative and _is_foreign(dotted(node.module)):
+                self.foreign_names.update(bound)
         return False
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
