@@ -86,7 +86,7 @@ class Converter(cst.CSTTransformer):
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
-        if (dotted(original.func) or "").split(".")[0] in self.foreign_names and original.func not in self.ctx.qualnames:
+        if self._calls_foreign(original):
             updated = structure.param_values(self.ctx, original, updated)
         result = self._rewrite_call(original, updated, statement=False)
         if isinstance(result, Escape) or result is None:
@@ -114,6 +114,10 @@ class Converter(cst.CSTTransformer):
         if isinstance(result, cst.BaseSmallStatement):
             return result
         return updated.with_changes(value=result)
+
+    def _calls_foreign(self, call: cst.Call) -> bool:
+        """`rearrange(...)`, `einops.reduce(...)`: a function of another library (not torch's or JAX's)."""
+        return (dotted(call.func) or "").split(".")[0] in self.foreign_names and call.func not in self.ctx.qualnames
 
     def _rewrite_call(self, original: cst.Call, updated: cst.Call, statement: bool):
         ctx = self.ctx

@@ -180,6 +180,60 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     return x
 
 
+def _base_coords(n, align_corners):
+    """Normalized coordinates of n pixels in [-1, 1] (their corners, or their centres)."""
+    coords = jnp.linspace(-1.0, 1.0, n) if n > 1 else jnp.zeros((n,))
+    return coords if align_corners else coords * (n - 1) / n
+
+
+def affine_grid(theta, size, align_corners=None):
+    """torch.nn.functional.affine_grid: (N, *spatial, ndim) sampling points, (x, y[, z]) order."""
+    mesh = jnp.meshgrid(*(_base_coords(n, align_corners) for n in size[2:]), indexing="ij")
+    base = jnp.stack([*mesh[::-1], jnp.ones_like(mesh[0])], axis=-1)
+    return jnp.einsum("...k,njk->n...j", base, theta)
+
+
+def _reflect(x, twice_low, twice_high):
+    """torch's reflect_coordinates: fold x back into [low, high]."""
+    if twice_low == twice_high:
+        return jnp.zeros_like(x)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    x = jnp.abs(x - low)
+    extra, flips = jnp.fmod(x, span), jnp.floor(x / span)
+    return jnp.where(flips % 2 == 0, extra + low, span - extra + low)
+
+
+def _source_coords(coord, size, padding_mode, align_corners):
+    x = (coord + 1) / 2 * (size - 1) if align_corners else ((coord + 1) * size - 1) / 2
+    if padding_mode == "reflection":
+        x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
+    return x if padding_mode == "zeros" else jnp.clip(x, 0, size - 1)
+
+
+def _pixels(x, iy, ix):
+    """x[n, :, iy, ix] for each sampling point, channels last; 0 outside the image."""
+    h, w = x.shape[2:]
+    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    batch = jnp.arange(x.shape[0]).reshape((-1,) + (1,) * (iy.ndim - 1))
+    return jnp.where(inside[..., None], x[batch, :, jnp.clip(iy, 0, h - 1), jnp.clip(ix, 0, w - 1)], 0.0)
+
+
+def grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """torch.nn.functional.grid_sample for 4-D input: bilinear or nearest, zeros/border/reflection padding."""
+    if mode not in ("bilinear", "nearest"):
+        raise NotImplementedError(f"grid_sample mode {mode!r}: only 'bilinear' and 'nearest' are converted")
+    ix = _source_coords(grid[..., 0], x.shape[3], padding_mode, align_corners)
+    iy = _source_coords(grid[..., 1], x.shape[2], padding_mode, align_corners)
+    if mode == "nearest":
+        return jnp.moveaxis(_pixels(x, jnp.round(iy).astype(jnp.int32), jnp.round(ix).astype(jnp.int32)), -1, 1)
+    x0, y0 = jnp.floor(ix), jnp.floor(iy)
+    wx, wy = (ix - x0)[..., None], (iy - y0)[..., None]
+    x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    top = (1 - wx) * _pixels(x, y0, x0) + wx * _pixels(x, y0, x0 + 1)
+    bottom = (1 - wx) * _pixels(x, y0 + 1, x0) + wx * _pixels(x, y0 + 1, x0 + 1)
+    return jnp.moveaxis((1 - wy) * top + wy * bottom, -1, 1)
+
+
 def pad(x, pad, mode="constant", value=0.0):
     """torch.nn.functional.pad: `pad` lists (before, after) pairs from the last dim backwards."""
     pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)][::-1]
@@ -396,6 +450,29 @@ def kaiming_gain(nonlinearity="leaky_relu", param=0):
     return 1.0
 
 
+def embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None, include_last_offset=False,
+                  padding_idx=None):
+    """torch.nn.functional.embedding_bag: the sum, mean or maximum of each bag of embeddings (the rows of
+    a 2-D input, or a 1-D input cut at `offsets`); `padding_idx` entries count in no bag."""
+    weight = jnp.asarray(weight)
+    if input.ndim == 2:
+        offsets = jnp.arange(0, input.size, input.shape[1])
+        per_sample_weights = None if per_sample_weights is None else per_sample_weights.reshape(-1)
+        input = input.reshape(-1)
+    elif include_last_offset:
+        offsets = offsets[:-1]
+    bag = jnp.cumsum(jnp.zeros(input.shape, jnp.int32).at[offsets[1:]].add(1))
+    keep = jnp.ones(input.shape, bool) if padding_idx is None else input != padding_idx
+    scale = keep if per_sample_weights is None else keep * per_sample_weights
+    rows = jnp.take(weight, input, axis=0) * scale[:, None]
+    count = jax.ops.segment_sum(keep.astype(weight.dtype), bag, offsets.shape[0])[:, None]
+    if mode == "max":
+        top = jax.ops.segment_max(jnp.where(keep[:, None], rows, -jnp.inf), bag, offsets.shape[0])
+        return jnp.where(count > 0, top, 0.0)
+    total = jax.ops.segment_sum(rows, bag, offsets.shape[0])
+    return total if mode == "sum" else total / jnp.maximum(count, 1)
+
+
 def dropout(x, p=0.5, training=True, key=None):
     """torch.nn.functional.dropout with an explicit PRNG key."""
     if not training or p == 0.0:
@@ -410,6 +487,27 @@ def feature_dropout(x, p=0.5, training=True, key=None):
         return x
     keep = jax.random.bernoulli(key, 1.0 - p, x.shape[:2] + (1,) * (x.ndim - 2))
     return jnp.where(keep, x / (1.0 - p), 0.0)
+
+
+def alpha_dropout(x, p=0.5, training=False, key=None, feature=False):
+    """torch.nn.functional.alpha_dropout / feature_alpha_dropout (whole channels): dropped values
+    become SELU's negative saturation, then an affine map keeps the mean and variance."""
+    if not training or p == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - p, x.shape[:2] + (1,) * (x.ndim - 2) if feature else x.shape)
+    alpha = 1.7580993408473766
+    a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
+    return jnp.where(keep, x * a, -alpha * a) + alpha * a * p
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, dim=-1, key=None):
+    """torch.nn.functional.gumbel_softmax: softmax((logits + Gumbel noise) / tau); `hard` gives one-hot
+    samples whose gradient is the soft sample's (straight-through)."""
+    soft = jax.nn.softmax((logits + jax.random.gumbel(key, logits.shape, logits.dtype)) / tau, axis=dim)
+    if not hard:
+        return soft
+    one_hot = jnp.moveaxis(jax.nn.one_hot(jnp.argmax(soft, axis=dim), soft.shape[dim], dtype=soft.dtype), -1, dim)
+    return one_hot - jax.lax.stop_gradient(soft) + soft
 
 
 def softplus(x, beta=1.0, threshold=20.0):
@@ -577,6 +675,16 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     return _reduce_loss(jax.nn.relu(margin + d_pos - d_neg), reduction)
 
 
+def triplet_margin_with_distance_loss(anchor, positive, negative, distance_function=None, margin=1.0, swap=False,
+                                      reduction="mean"):
+    """torch.nn.functional.triplet_margin_with_distance_loss (pairwise_distance when no function is given)."""
+    distance = distance_function or pairwise_distance
+    d_pos, d_neg = distance(anchor, positive), distance(anchor, negative)
+    if swap:
+        d_neg = jnp.minimum(d_neg, distance(positive, negative))
+    return _reduce_loss(jax.nn.relu(margin + d_pos - d_neg), reduction)
+
+
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
     """torch.nn.functional.multi_margin_loss: hinge on every other class's score, averaged over classes."""
     picked = jnp.take_along_axis(input, target[..., None], axis=-1)
@@ -585,6 +693,18 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         loss = loss * weight[target][..., None]
     loss = jnp.where(jnp.arange(input.shape[-1]) == target[..., None], 0.0, loss)
     return _reduce_loss(loss.sum(axis=-1) / input.shape[-1], reduction)
+
+
+def multilabel_margin_loss(input, target, reduction="mean"):
+    """torch.nn.functional.multilabel_margin_loss: `target` lists each sample's classes, ended by -1;
+    hinge between every listed class and every unlisted one, averaged over classes."""
+    listed = jnp.cumprod(target >= 0, axis=-1).astype(bool)
+    classes = jnp.arange(input.shape[-1])
+    is_target = jnp.any(listed[..., None] & (target[..., None] == classes), axis=-2)
+    picked = jnp.take_along_axis(input, jnp.maximum(target, 0), axis=-1)
+    hinge = jax.nn.relu(1 - picked[..., :, None] + input[..., None, :])
+    loss = jnp.sum(jnp.where(listed[..., :, None] & ~is_target[..., None, :], hinge, 0.0), axis=(-2, -1))
+    return _reduce_loss(loss / input.shape[-1], reduction)
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5):

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .functional import (_ntuple, adaptive_pool_nd, avg_pool_nd, bilinear, conv_nd, conv_transpose_nd,
-                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, prelu, rrelu,
-                         unflatten)
+from .functional import (_ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
+                         conv_transpose_nd, embedding_bag, flatten, group_norm, instance_norm, interpolate,
+                         max_pool_nd, pad, prelu, rrelu, unflatten)
 
 
 class Buffer(nnx.Variable):
@@ -221,6 +221,37 @@ class RReLU(nnx.Module):
     def __call__(self, x):
         training = not self.deterministic
         return rrelu(x, self.lower, self.upper, training, self.rngs() if training else None)
+
+
+class AlphaDropout(nnx.Module):
+    """torch.nn.AlphaDropout (FeatureAlphaDropout: whole channels), keys from `rngs` in training."""
+    feature = False
+
+    def __init__(self, p=0.5, inplace=False, *, rngs: nnx.Rngs | None = None):
+        self.p, self.rngs = p, rngs
+        self.deterministic = False
+
+    def __call__(self, x):
+        training = not self.deterministic
+        return alpha_dropout(x, self.p, training, self.rngs() if training else None, self.feature)
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    feature = True
+
+
+class EmbeddingBag(nnx.Module):
+    """torch.nn.EmbeddingBag: the table as `embedding` (as nnx.Embed), bags reduced by `embedding_bag`."""
+
+    def __init__(self, num_embeddings, embedding_dim, mode="mean", include_last_offset=False, padding_idx=None,
+                 *, rngs: nnx.Rngs):
+        table = jax.random.normal(rngs.params(), (num_embeddings, embedding_dim))
+        self.embedding = nnx.Param(table if padding_idx is None else table.at[padding_idx].set(0.0))
+        self.mode, self.include_last_offset, self.padding_idx = mode, include_last_offset, padding_idx
+
+    def __call__(self, input, offsets=None, per_sample_weights=None):
+        return embedding_bag(input, self.embedding[...], offsets, self.mode, per_sample_weights,
+                             self.include_last_offset, self.padding_idx)
 
 
 class TiedLinear(nnx.Module):
