@@ -56,7 +56,8 @@ def test_gradients_match_torch(pair):
 
 def test_layer_classes_as_values_and_a_file_without_einops_layers():
     source = ("import torch.nn as nn\nfrom einops.layers.torch import Rearrange\n\n\n"
-              "def block(dim, layer=Rearrange):\n    return nn.Sequential(layer('b c h w -> b (c h w)'), nn.Linear(dim, 2))\n")
+              "def block(dim, layer=Rearrange):\n"
+              "    return nn.Sequential(layer('b c h w -> b (c h w)'), nn.Linear(dim, 2))\n")
     code = retarget.convert(source).code
     assert "layer=Rearrange" in code and "import einops\n" in code and "einops.layers" not in code
     plain = retarget.convert("import torch.nn as nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
@@ -66,7 +67,8 @@ def test_layer_classes_as_values_and_a_file_without_einops_layers():
 
 def test_einops_repeat_and_tensor_repeat_in_one_file():
     source = ("import torch\nimport torch.nn as nn\nfrom einops import repeat\n\n\nclass M(nn.Module):\n"
-              "    def forward(self, x):\n        return repeat(x, 'a b -> a b c', c=2) + x.repeat(1, 2)[:, 1:4, None]\n")
+              "    def forward(self, x):\n"
+              "        return repeat(x, 'a b -> a b c', c=2) + x.repeat(1, 2)[:, 1:4, None]\n")
     conversion = retarget.convert(source)
     assert conversion.clean and "torch_repeat(x, 1, 2)" in conversion.code
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
