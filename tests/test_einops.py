@@ -75,3 +75,15 @@ def test_einops_repeat_and_tensor_repeat_in_one_file():
     want = import_source(source, "einops_rep_torch").M()(torch.tensor(x))
     got = import_source(conversion.code, "einops_rep_flax").M()(x)
     np.testing.assert_array_equal(np.asarray(got), want.numpy())
+
+
+def test_parameters_go_by_value_to_third_party_functions_only():
+    source = ("import copy\nimport numpy as np\nimport torch\nimport torch.nn as nn\nfrom einops import rearrange\n\n\n"
+              "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.w = nn.Parameter(torch.ones(2, 3))\n        self.v = copy.deepcopy(self.w)\n\n"
+              "    def forward(self, x):\n        rearrange(self.w, 'a b -> b a')\n"
+              "        return rearrange(self.w, 'a b -> b a') @ x, np.shape(self.w), torch.sum(self.w)\n")
+    code = retarget.convert(source).code
+    assert "self.v = copy.deepcopy(self.w)\n" in code and "np.shape(self.w[...])" in code
+    assert "        rearrange(self.w, 'a b -> b a')\n" in code  # a statement: the call may update it in place
+    assert "return rearrange(self.w[...], 'a b -> b a') @ x" in code and "jnp.sum(self.w)" in code

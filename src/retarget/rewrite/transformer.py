@@ -8,6 +8,7 @@ Anything that cannot convert is kept and its statement gets a
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import libcst as cst
@@ -276,8 +277,10 @@ def _is_jax_at(receiver: cst.BaseExpression) -> bool:
 
 
 def _is_foreign(module: str | None) -> bool:
-    """A library other than torch and JAX: its functions take arrays, not Flax variables."""
-    return bool(module) and module.split(".")[0] not in ("torch", "jax", "flax")
+    """A third-party library other than torch and JAX (einops, ...): its functions take arrays, not Flax
+    variables. The standard library's (`copy.deepcopy(self.w)`) get what they were given."""
+    root = (module or "").split(".")[0]
+    return bool(root) and root not in ("torch", "jax", "flax") and root not in sys.stdlib_module_names
 
 
 class Prepass(cst.CSTVisitor):
