@@ -53,3 +53,23 @@ def test_cli_ranks_uncovered_names(tmp_path, capsys):
     assert lines[1].split() == ["2", "torch.special.i0e"]
     assert {"torch.special.i1e", ".masked_scatter()"} <= {line.split()[1] for line in lines[2:]}
     assert main(["coverage", str(tmp_path / "nope")]) == 2
+
+
+def test_nn_surface_page_lists_every_unsupported_name_and_overclaims_nothing():
+    """docs/nn_surface.md (benchmarks/nn_surface.py's table): every torch.nn layer class and
+    torch.nn.functional function is there; none is claimed to convert that does not convert with a
+    numerical test, none without a rule is missing from the unsupported list."""
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    import nn_surface
+    rows = [line.strip("|").split("|") for line in (root / "docs" / "nn_surface.md").read_text().splitlines()
+            if line.startswith("| `")]
+    documented = {name.strip().strip("`"): status.strip() for name, status in rows}
+    rank = {status: i for i, status in enumerate(nn_surface.STATUSES)}
+    for module, statuses in nn_surface.surface().items():
+        short = "nn" if module == "torch.nn" else "F"
+        for name, status in statuses.items():
+            claimed = documented.get(f"{short}.{name}")
+            assert claimed is not None and rank[claimed] >= rank[status], (name, claimed, status)

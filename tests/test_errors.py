@@ -108,3 +108,10 @@ def test_malformed_rules_fail_at_load_time(tmp_path, text, message):
 def test_bundled_rules_load_and_every_plugin_and_helper_exists():
     rules = load_rules()
     assert len(rules.by_kind["function"]) > 100 and len(rules.by_kind["method"]) > 60
+
+
+def test_an_imported_name_a_helper_would_shadow_is_reported():
+    source = "import torch.nn.functional as F\nfrom numpy import pad\n\n\ndef f(x):\n    return F.pad(x, (1, 1))\n"
+    result = retarget.convert(source)
+    assert [(d.code, d.line) for d in result.diagnostics] == [("RT109", 2)]
+    assert "import it under another name" in result.diagnostics[0].message

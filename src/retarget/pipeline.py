@@ -18,7 +18,7 @@ from .diagnostics import FILE_MARKER, ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
-from .rewrite.names import TorchNames
+from .rewrite.names import TorchNames, dotted, is_torch_name
 from .rewrite.support import BEGIN, SUPPORT
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
@@ -68,6 +68,20 @@ def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> froz
     return frozenset(requested - copied)
 
 
+def report_imported_helpers(module: cst.Module, helpers: frozenset[str], ctx: Context) -> None:
+    """A name the file imports from another library (`from einops import pack`) that a helper the
+    conversion copies in would shadow: reported, like a definition of the user's own (RT109)."""
+    for stmt in module.body:
+        for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
+            if not isinstance(small, cst.ImportFrom) or is_torch_name(dotted(small.module) if small.module else None):
+                continue
+            for alias in small.names if not isinstance(small.names, cst.ImportStar) else ():
+                name = dotted(alias.asname.name if alias.asname else alias.name)
+                if name in helpers and name not in ctx.facts.external.torch_aliases:  # those imports go
+                    ctx.report(small, Escape("RT109", f"this file imports `{name}`, the name of a helper the "
+                                                      "conversion needs; import it under another name"))
+
+
 def drop_file_markers(module: cst.Module) -> cst.Module:
     """A marker an earlier run put at the top of a file it could not convert (RT900, RT901) is
     stale once the file converts: it goes."""
@@ -113,6 +127,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, ctx.support & used, ctx)
+    report_imported_helpers(wrapper.module, helpers, ctx)
     converted = drop_file_markers(fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers),
                                               set(external.torch_aliases) if external else set()))
     check(converted.code, path)

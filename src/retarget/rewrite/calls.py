@@ -30,10 +30,13 @@ def bind(sig: Signature, args: tuple[cst.Arg, ...]) -> dict[str, object] | Escap
     bound: dict[str, object] = {}
     positional = [n for n in sig.names if n not in sig.kwonly]
     star: list[cst.Arg] = []
+    keywords: list[cst.Arg] = []
     for i, arg in enumerate(args):
-        if arg.star == "**":
+        if sig.varkw and (arg.star == "**" or (arg.keyword is not None and arg.keyword.value not in sig.names)):
+            keywords.append(arg)
+        elif arg.star == "**":
             return Escape("RT102", "`**kwargs` in a call to a torch API: pass the arguments explicitly")
-        if arg.keyword is not None:
+        elif arg.keyword is not None:
             name = arg.keyword.value
             if name not in sig.names:
                 return Escape("RT102", f"unknown argument `{name}`")
@@ -48,6 +51,8 @@ def bind(sig: Signature, args: tuple[cst.Arg, ...]) -> dict[str, object] | Escap
             return Escape("RT102", "more positional arguments than the torch signature takes")
     if sig.varargs:
         bound[sig.varargs] = star
+    if sig.varkw:
+        bound[sig.varkw] = keywords
     return bound
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from .names import dotted
+from .names import dotted, is_torch_name
 from .support import END
 
 KNOWN_IMPORTS = {
@@ -29,9 +29,10 @@ KNOWN_IMPORTS = {
     "Path": "from pathlib import Path",
     "ml_dtypes": "import ml_dtypes",
     "urllib": "import urllib.request",
+    "einops": "import einops",
 }
 ORDER = ["math", "os", "pickle", "re", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
-         "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
+         "einops", "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 
 class _Usage(cst.CSTVisitor):
@@ -67,7 +68,7 @@ class _Usage(cst.CSTVisitor):
 
 
 def _is_torch(module_name: str | None) -> bool:
-    return bool(module_name) and module_name.split(".")[0] == "torch"
+    return is_torch_name(module_name)
 
 
 class _DropUnusedTorch(cst.CSTTransformer):

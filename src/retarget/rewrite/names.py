@@ -13,11 +13,18 @@ from __future__ import annotations
 import libcst as cst
 from libcst.metadata import QualifiedNameProvider, QualifiedNameSource
 
-ROOTS = ("torch",)
+# Modules whose names rules are keyed by: torch, and einops' torch layers (einops' functions run on
+# JAX arrays as written, its `einops.layers.torch` classes are torch modules)
+ROOTS = ("torch", "einops.layers.torch")
+
+
+def is_torch_name(name: str | None) -> bool:
+    """`torch.nn.Linear`, `einops.layers.torch.Rearrange`: a name under one of the ROOTS."""
+    return bool(name) and any(name == root or name.startswith(root + ".") for root in ROOTS)
 
 
 def _torch_name(names) -> str | None:
-    found = sorted(q.name for q in names if q.name.split(".")[0] in ROOTS)
+    found = sorted(q.name for q in names if is_torch_name(q.name))
     return found[0] if found else None
 
 

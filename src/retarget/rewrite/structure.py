@@ -215,6 +215,18 @@ def scatter_back(site, result: cst.BaseExpression) -> cst.BaseExpression:
     return cst.Call(cst.Attribute(at, cst.Name("set")), [cst.Arg(result)])
 
 
+def param_values(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call:
+    """`rearrange(self.A, 'a b -> b a')`: a function of another library (einops, ...) gets the value of
+    a parameter (`self.A[...]`), not the Flax variable, which it would not know."""
+    name = dotted(original.func)
+    if ctx.facts.is_module_class(name) or name in ctx.facts.external.rngs_functions:
+        return updated  # a converted layer or builder of the package takes variables
+    args = [arg.with_changes(value=cst.parse_expression(f"{dotted(old.value)}[...]"))
+            if _is_param(ctx, dotted(old.value) or "") and not old.star else arg
+            for old, arg in zip(original.args, updated.args)]
+    return updated.with_changes(args=args)
+
+
 def _is_param(ctx: Context, name: str) -> bool:
     cls = ctx.module_class
     return cls is not None and name.startswith("self.") and name[5:] in cls.param_attrs

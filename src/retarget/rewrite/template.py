@@ -7,9 +7,9 @@ applies. `{name!}` always emits the keyword, with the torch default, for
 targets whose default differs from torch's. Anywhere else a placeholder is
 required; when the caller left it out, the torch default is used if it is not
 `None`, otherwise this template does not apply and the next variant is tried.
-`{*name}` splices a torch `*args` parameter into a call. A variant can require
-the caller's form of an argument: `when = { normalized_shape = "sequence" }`
-applies only to a list or tuple written in the call.
+`{*name}` splices a torch `*args` parameter into a call, `{**name}` the keywords a `**kwargs`
+parameter collected. A variant can require the caller's form of an argument:
+`when = { normalized_shape = "sequence" }` applies only to a list or tuple written in the call.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import libcst as cst
 
-PLACEHOLDER = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z_0-9]*)(!?)\}")
+PLACEHOLDER = re.compile(r"\{(\*{0,2})([A-Za-z_][A-Za-z_0-9]*)(!?)\}")
 PREFIX, FORCED = "__rt_", "__rtF_"
 
 
@@ -140,7 +140,7 @@ class _Substitute(cst.CSTTransformer):
         if found is None:
             return updated
         name, forced = found
-        if original.star == "*":
+        if original.star in ("*", "**"):
             spliced: Sequence[cst.Arg] = self.values.get(name, [])  # type: ignore[assignment]
             return cst.FlattenSentinel(list(spliced))
         if original.keyword is None and name not in self.values and _none_default(self.defaults.get(name)):

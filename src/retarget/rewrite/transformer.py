@@ -8,6 +8,7 @@ Anything that cannot convert is kept and its statement gets a
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import libcst as cst
@@ -37,6 +38,7 @@ class Converter(cst.CSTTransformer):
         self.structural_calls = prepass.structural_calls
         self.operands = prepass.operands
         self.imported_names = prepass.imported_names
+        self.foreign_names = prepass.foreign_names
         self.imports_jax = prepass.imports_jax
         self.elifs = prepass.elifs
         self.assign_targets = prepass.assign_targets
@@ -87,6 +89,8 @@ class Converter(cst.CSTTransformer):
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
+        if self._calls_foreign(original):
+            updated = structure.param_values(self.ctx, original, updated)
         result = self._rewrite_call(original, updated, statement=False)
         if isinstance(result, Escape) or result is None:
             return updated
@@ -113,6 +117,10 @@ class Converter(cst.CSTTransformer):
         if isinstance(result, (cst.BaseSmallStatement, cst.RemovalSentinel)):
             return result
         return updated.with_changes(value=result)
+
+    def _calls_foreign(self, call: cst.Call) -> bool:
+        """`rearrange(...)`, `einops.reduce(...)`: a function of another library (not torch's or JAX's)."""
+        return (dotted(call.func) or "").split(".")[0] in self.foreign_names and call.func not in self.ctx.qualnames
 
     def _rewrite_call(self, original: cst.Call, updated: cst.Call, statement: bool):
         ctx = self.ctx
@@ -315,6 +323,13 @@ def _is_jax_at(receiver: cst.BaseExpression) -> bool:
         receiver.value.attr.value == "at")
 
 
+def _is_foreign(module: str | None) -> bool:
+    """A third-party library other than torch and JAX (einops, ...): its functions take arrays, not Flax
+    variables. The standard library's (`copy.deepcopy(self.w)`) get what they were given."""
+    root = (module or "").split(".")[0]
+    return bool(root) and root not in ("torch", "jax", "flax") and root not in sys.stdlib_module_names
+
+
 class Prepass(cst.CSTVisitor):
     """Nodes whose role depends on their parent: call targets and expression statements."""
 
@@ -326,6 +341,7 @@ class Prepass(cst.CSTVisitor):
         self.annotation_refs: set = set()
         self.operands: set = set()
         self.imported_names: set[str] = set()
+        self.foreign_names: set[str] = set()  # bound by imports of other libraries (einops, scipy, ...)
         self.param_groups = False
         self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
@@ -335,14 +351,20 @@ class Prepass(cst.CSTVisitor):
 
     def visit_Import(self, node: cst.Import) -> bool:
         for alias in node.names:
-            self.imported_names.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0])
+            bound = dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0]
+            self.imported_names.add(bound)
             self.imports_jax |= (dotted(alias.name) or "").split(".")[0] in ("jax", "flax")
+            if _is_foreign(dotted(alias.name)):
+                self.foreign_names.add(bound)
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
         self.imports_jax |= (dotted(node.module) if node.module else "").split(".")[0] in ("jax", "flax")
         if not isinstance(node.names, cst.ImportStar):
-            self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
+            bound = {dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names}
+            self.imported_names.update(bound)
+            if not node.relative and _is_foreign(dotted(node.module)):
+                self.foreign_names.update(bound)
         return False
 
     def visit_Assign(self, node: cst.Assign) -> None:

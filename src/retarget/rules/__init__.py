@@ -39,6 +39,7 @@ class Signature:
     defaults: dict[str, str]
     varargs: str | None = None
     kwonly: frozenset[str] = frozenset()
+    varkw: str | None = None  # `**axes_lengths`: other keywords, spliced into a template as `{**axes_lengths}`
 
     @classmethod
     def parse(cls, text: str) -> "Signature":
@@ -51,7 +52,7 @@ class Signature:
                 defaults[a.arg] = ast.unparse(d)
         kwonly = frozenset(a.arg for a in args.kwonlyargs)
         return cls(tuple(positional) + tuple(sorted(kwonly, key=[a.arg for a in args.kwonlyargs].index)),
-                   defaults, args.vararg.arg if args.vararg else None, kwonly)
+                   defaults, args.vararg.arg if args.vararg else None, kwonly, args.kwarg.arg if args.kwarg else None)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .functional import embedding
+from .functional import embedding, hardshrink, softmin, softplus, softshrink, tanhshrink, torch_threshold
 
 
 class _Activation(nnx.Module):
@@ -90,6 +90,56 @@ class Hardtanh(_Activation):
 class Softmax(_Activation):
     def __call__(self, x):
         return jax.nn.softmax(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))
+
+
+class CELU(_Activation):
+    def __call__(self, x):
+        return jax.nn.celu(x, *self.args, **self.kwargs)
+
+
+class GLU(_Activation):
+    def __call__(self, x):
+        return jax.nn.glu(x, axis=self.kwargs.get("dim", self.args[0] if self.args else -1))
+
+
+class LogSigmoid(_Activation):
+    def __call__(self, x):
+        return jax.nn.log_sigmoid(x)
+
+
+class Softsign(_Activation):
+    def __call__(self, x):
+        return jax.nn.soft_sign(x)
+
+
+class Tanhshrink(_Activation):
+    def __call__(self, x):
+        return tanhshrink(x)
+
+
+class Softplus(_Activation):
+    def __call__(self, x):
+        return softplus(x, *self.args, **self.kwargs)
+
+
+class Softmin(_Activation):
+    def __call__(self, x):
+        return softmin(x, *self.args, **self.kwargs)
+
+
+class Hardshrink(_Activation):
+    def __call__(self, x):
+        return hardshrink(x, *self.args, **self.kwargs)
+
+
+class Softshrink(_Activation):
+    def __call__(self, x):
+        return softshrink(x, *self.args, **self.kwargs)
+
+
+class Threshold(_Activation):
+    def __call__(self, x):
+        return torch_threshold(x, *self.args, **self.kwargs)
 
 
 class TorchLinear(nnx.Linear):

@@ -53,6 +53,24 @@ def conv_transpose_nd(x, weight, bias=None, stride=1, padding=0,
     return y
 
 
+def im2col(x, kernel_size, dilation=1, padding=0, stride=1):
+    """torch.nn.functional.unfold: (N, C, *spatial) -> (N, C * prod(kernel_size), L) sliding blocks."""
+    n = x.ndim - 2
+    patches = jax.lax.conv_general_dilated_patches(
+        x, _ntuple(kernel_size, n), _ntuple(stride, n), [(p, p) for p in _ntuple(padding, n)],
+        rhs_dilation=_ntuple(dilation, n))
+    return patches.reshape(patches.shape[:2] + (-1,))
+
+
+def col2im(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """torch.nn.functional.fold: sums the blocks of `im2col` back into place (its transpose)."""
+    size = _ntuple(output_size, 2)
+    channels = x.shape[1] // math.prod(_ntuple(kernel_size, len(size)))
+    image = jax.ShapeDtypeStruct((x.shape[0], channels) + size, x.dtype)
+    unfold = lambda y: im2col(y, kernel_size, dilation, padding, stride)  # noqa: E731
+    return jax.linear_transpose(unfold, image)(x)[0]
+
+
 def _pool_padding(size, kernel, stride, pad, ceil_mode):
     """Low/high padding of one spatial dim, with torch's ceil_mode rule."""
     out = (size + 2 * pad - kernel) / stride + 1
@@ -110,6 +128,28 @@ def adaptive_pool_nd(x, output_size, reduce=jnp.mean, n=2):
     return x
 
 
+def lp_pool_nd(x, norm_type, kernel_size, stride=None, ceil_mode=False, n=2):
+    """torch.nn.functional.lp_pool{1,2,3}d: the p-norm of each window (torch's formula, via avg pooling)."""
+    out = avg_pool_nd(x ** norm_type, kernel_size, stride, 0, ceil_mode, n=n)
+    size = math.prod(_ntuple(kernel_size, n))
+    return (jnp.sign(out) * jax.nn.relu(jnp.abs(out)) * size) ** (1.0 / norm_type)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """torch.nn.functional.local_response_norm: across channels (axis 1), zero-padded windows of `size`."""
+    squares = jnp.pad(jnp.square(x), [(0, 0), (size // 2, (size - 1) // 2)] + [(0, 0)] * (x.ndim - 2))
+    window = (1, size) + (1,) * (x.ndim - 2)
+    div = jax.lax.reduce_window(squares, 0.0, jax.lax.add, window, (1,) * x.ndim, "VALID") / size
+    return x / (div * alpha + k) ** beta
+
+
+def channel_shuffle(x, groups):
+    """torch.nn.functional.channel_shuffle: (N, g * c, ...) -> channels interleaved across the g groups."""
+    shape = x.shape
+    x = x.reshape((shape[0], groups, shape[1] // groups) + shape[2:])
+    return jnp.swapaxes(x, 1, 2).reshape(shape)
+
+
 def _interp_coords(in_size, out_size, scale, align_corners, mode):
     """Source coordinates of each output position along one axis."""
     i = jnp.arange(out_size, dtype=jnp.float32)
@@ -139,6 +179,60 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         w = (coords - lo).reshape((-1,) + (1,) * (x.ndim - axis - 1))
         x = jnp.take(x, lo, axis=axis) * (1 - w) + jnp.take(x, hi, axis=axis) * w
     return x
+
+
+def _base_coords(n, align_corners):
+    """Normalized coordinates of n pixels in [-1, 1] (their corners, or their centres)."""
+    coords = jnp.linspace(-1.0, 1.0, n) if n > 1 else jnp.zeros((n,))
+    return coords if align_corners else coords * (n - 1) / n
+
+
+def affine_grid(theta, size, align_corners=None):
+    """torch.nn.functional.affine_grid: (N, *spatial, ndim) sampling points, (x, y[, z]) order."""
+    mesh = jnp.meshgrid(*(_base_coords(n, align_corners) for n in size[2:]), indexing="ij")
+    base = jnp.stack([*mesh[::-1], jnp.ones_like(mesh[0])], axis=-1)
+    return jnp.einsum("...k,njk->n...j", base, theta)
+
+
+def _reflect(x, twice_low, twice_high):
+    """torch's reflect_coordinates: fold x back into [low, high]."""
+    if twice_low == twice_high:
+        return jnp.zeros_like(x)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    x = jnp.abs(x - low)
+    extra, flips = jnp.fmod(x, span), jnp.floor(x / span)
+    return jnp.where(flips % 2 == 0, extra + low, span - extra + low)
+
+
+def _source_coords(coord, size, padding_mode, align_corners):
+    x = (coord + 1) / 2 * (size - 1) if align_corners else ((coord + 1) * size - 1) / 2
+    if padding_mode == "reflection":
+        x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
+    return x if padding_mode == "zeros" else jnp.clip(x, 0, size - 1)
+
+
+def _pixels(x, iy, ix):
+    """x[n, :, iy, ix] for each sampling point, channels last; 0 outside the image."""
+    h, w = x.shape[2:]
+    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    batch = jnp.arange(x.shape[0]).reshape((-1,) + (1,) * (iy.ndim - 1))
+    return jnp.where(inside[..., None], x[batch, :, jnp.clip(iy, 0, h - 1), jnp.clip(ix, 0, w - 1)], 0.0)
+
+
+def grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """torch.nn.functional.grid_sample for 4-D input: bilinear or nearest, zeros/border/reflection padding."""
+    if mode not in ("bilinear", "nearest"):
+        raise NotImplementedError(f"grid_sample mode {mode!r}: only 'bilinear' and 'nearest' are converted")
+    ix = _source_coords(grid[..., 0], x.shape[3], padding_mode, align_corners)
+    iy = _source_coords(grid[..., 1], x.shape[2], padding_mode, align_corners)
+    if mode == "nearest":
+        return jnp.moveaxis(_pixels(x, jnp.round(iy).astype(jnp.int32), jnp.round(ix).astype(jnp.int32)), -1, 1)
+    x0, y0 = jnp.floor(ix), jnp.floor(iy)
+    wx, wy = (ix - x0)[..., None], (iy - y0)[..., None]
+    x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    top = (1 - wx) * _pixels(x, y0, x0) + wx * _pixels(x, y0, x0 + 1)
+    bottom = (1 - wx) * _pixels(x, y0 + 1, x0) + wx * _pixels(x, y0 + 1, x0 + 1)
+    return jnp.moveaxis((1 - wy) * top + wy * bottom, -1, 1)
 
 
 def pad(x, pad, mode="constant", value=0.0):
@@ -199,6 +293,15 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return y
 
 
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
+    """torch.nn.functional.batch_norm in eval mode (training=False): the given running statistics."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - running_mean.reshape(shape)) * jax.lax.rsqrt(running_var.reshape(shape) + eps)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    return y if bias is None else y + bias.reshape(shape)
+
+
 def _reduce_loss(loss, reduction, weight_sum=None):
     if reduction == "none":
         return loss
@@ -228,6 +331,31 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
     """torch.nn.functional.normalize."""
     norm = jnp.linalg.norm(x, ord=p, axis=dim, keepdims=True)
     return x / jnp.maximum(norm, eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """torch.nn.functional.cosine_similarity: each input divided by its norm (at least eps)."""
+    x1, x2 = jnp.broadcast_arrays(x1, x2)
+    n1 = jnp.maximum(jnp.linalg.norm(x1, axis=dim, keepdims=True), eps)
+    n2 = jnp.maximum(jnp.linalg.norm(x2, axis=dim, keepdims=True), eps)
+    return jnp.sum((x1 / n1) * (x2 / n2), axis=dim)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """torch.nn.functional.pairwise_distance: the p-norm of x1 - x2 + eps over the last dim."""
+    return jnp.linalg.norm(x1 - x2 + eps, ord=p, axis=-1, keepdims=keepdim)
+
+
+def pdist(x, p=2.0):
+    """torch.nn.functional.pdist: distances between all pairs of rows i < j, in row-major order."""
+    i, j = jnp.triu_indices(x.shape[0], 1)
+    return jnp.linalg.norm(x[i] - x[j], ord=p, axis=-1)
+
+
+def bilinear(x1, x2, weight, bias=None):
+    """torch.nn.functional.bilinear: x1^T A_o x2 for each output o, weight (out, in1, in2)."""
+    y = jnp.einsum("...i,oij,...j->...o", x1, jnp.asarray(weight), x2)
+    return y if bias is None else y + bias
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -278,7 +406,7 @@ def expand(x, *sizes):
     return jnp.broadcast_to(x, shape)
 
 
-def repeat(x, *sizes):
+def torch_repeat(x, *sizes):
     """Tensor.repeat (tiles, like numpy.tile)."""
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     return jnp.tile(x, sizes)
@@ -393,12 +521,111 @@ def gelu(input, approximate="none"):
     return jax.nn.gelu(input, approximate=approximate == "tanh")
 
 
+def embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None, include_last_offset=False,
+                  padding_idx=None):
+    """torch.nn.functional.embedding_bag: the sum, mean or maximum of each bag of embeddings (the rows of
+    a 2-D input, or a 1-D input cut at `offsets`); `padding_idx` entries count in no bag."""
+    weight = jnp.asarray(weight)
+    if input.ndim == 2:
+        offsets = jnp.arange(0, input.size, input.shape[1])
+        per_sample_weights = None if per_sample_weights is None else per_sample_weights.reshape(-1)
+        input = input.reshape(-1)
+    elif include_last_offset:
+        offsets = offsets[:-1]
+    bag = jnp.cumsum(jnp.zeros(input.shape, jnp.int32).at[offsets[1:]].add(1))
+    keep = jnp.ones(input.shape, bool) if padding_idx is None else input != padding_idx
+    scale = keep if per_sample_weights is None else keep * per_sample_weights
+    rows = jnp.take(weight, input, axis=0) * scale[:, None]
+    count = jax.ops.segment_sum(keep.astype(weight.dtype), bag, offsets.shape[0])[:, None]
+    if mode == "max":
+        top = jax.ops.segment_max(jnp.where(keep[:, None], rows, -jnp.inf), bag, offsets.shape[0])
+        return jnp.where(count > 0, top, 0.0)
+    total = jax.ops.segment_sum(rows, bag, offsets.shape[0])
+    return total if mode == "sum" else total / jnp.maximum(count, 1)
+
+
 def dropout(x, p=0.5, training=True, key=None):
     """torch.nn.functional.dropout with an explicit PRNG key."""
     if not training or p == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - p, x.shape)
     return jnp.where(keep, x / (1.0 - p), 0.0)
+
+
+def feature_dropout(x, p=0.5, training=True, key=None):
+    """torch.nn.functional.dropout{1,2,3}d: whole channels (axis 1) zeroed, with an explicit PRNG key."""
+    if not training or p == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - p, x.shape[:2] + (1,) * (x.ndim - 2))
+    return jnp.where(keep, x / (1.0 - p), 0.0)
+
+
+def alpha_dropout(x, p=0.5, training=False, key=None, feature=False):
+    """torch.nn.functional.alpha_dropout / feature_alpha_dropout (whole channels): dropped values
+    become SELU's negative saturation, then an affine map keeps the mean and variance."""
+    if not training or p == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - p, x.shape[:2] + (1,) * (x.ndim - 2) if feature else x.shape)
+    alpha = 1.7580993408473766
+    a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
+    return jnp.where(keep, x * a, -alpha * a) + alpha * a * p
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, dim=-1, key=None):
+    """torch.nn.functional.gumbel_softmax: softmax((logits + Gumbel noise) / tau); `hard` gives one-hot
+    samples whose gradient is the soft sample's (straight-through)."""
+    soft = jax.nn.softmax((logits + jax.random.gumbel(key, logits.shape, logits.dtype)) / tau, axis=dim)
+    if not hard:
+        return soft
+    one_hot = jnp.moveaxis(jax.nn.one_hot(jnp.argmax(soft, axis=dim), soft.shape[dim], dtype=soft.dtype), -1, dim)
+    return one_hot - jax.lax.stop_gradient(soft) + soft
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """torch.nn.functional.softplus with beta and threshold (linear where beta * x > threshold)."""
+    return jnp.where(x * beta > threshold, x, jax.nn.softplus(x * beta) / beta)
+
+
+def softmin(x, dim=None):
+    """torch.nn.functional.softmin: softmax of -x."""
+    return jax.nn.softmax(-x, axis=-1 if dim is None else dim)
+
+
+def tanhshrink(x):
+    """torch.nn.functional.tanhshrink."""
+    return x - jnp.tanh(x)
+
+
+def hardshrink(x, lambd=0.5):
+    """torch.nn.functional.hardshrink: x where |x| > lambd, else 0."""
+    return jnp.where(jnp.abs(x) > lambd, x, 0.0)
+
+
+def softshrink(x, lambd=0.5):
+    """torch.nn.functional.softshrink: x shrunk towards 0 by lambd."""
+    return jnp.where(x > lambd, x - lambd, jnp.where(x < -lambd, x + lambd, 0.0))
+
+
+def torch_threshold(x, threshold, value):
+    """torch.nn.functional.threshold: x where x > threshold, else value."""
+    return jnp.where(x > threshold, x, value)
+
+
+def prelu(x, weight):
+    """torch.nn.functional.prelu: one slope per channel (axis 1), or one for all."""
+    weight = jnp.asarray(weight)
+    if weight.size == 1:
+        weight = weight.reshape(())
+    elif x.ndim >= 2:
+        weight = weight.reshape((-1,) + (1,) * (x.ndim - 2))
+    return jnp.where(x >= 0, x, weight * x)
+
+
+def rrelu(x, lower=1.0 / 8, upper=1.0 / 3, training=False, key=None):
+    """torch.nn.functional.rrelu: a random slope in [lower, upper] per element in training, their mean in eval."""
+    if not training:
+        return jnp.where(x >= 0, x, x * ((lower + upper) / 2))
+    return jnp.where(x >= 0, x, x * jax.random.uniform(key, x.shape, x.dtype, lower, upper))
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -438,6 +665,117 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     log_weight = 1.0 if pos_weight is None else 1 + (pos_weight - 1) * target
     loss = (1 - target) * input + log_weight * jax.nn.softplus(-input)
     return _reduce_loss(loss if weight is None else loss * weight, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """torch.nn.functional.huber_loss."""
+    diff = jnp.abs(input - target)
+    loss = jnp.where(diff < delta, 0.5 * diff ** 2, delta * (diff - 0.5 * delta))
+    return _reduce_loss(loss if weight is None else loss * weight, reduction)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """torch.nn.functional.kl_div: `input` holds log-probabilities; 'batchmean' divides by the batch size."""
+    if log_target:
+        loss = jnp.exp(target) * (target - input)
+    else:
+        loss = jax.scipy.special.xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        return loss.sum() / input.shape[0]
+    return _reduce_loss(loss, reduction)
+
+
+def soft_margin_loss(input, target, reduction="mean"):
+    """torch.nn.functional.soft_margin_loss: log(1 + exp(-y x))."""
+    return _reduce_loss(jax.nn.softplus(-target * input), reduction)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """torch.nn.functional.margin_ranking_loss."""
+    return _reduce_loss(jax.nn.relu(-target * (input1 - input2) + margin), reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
+    """torch.nn.functional.hinge_embedding_loss: x where y = 1, max(0, margin - x) where y = -1."""
+    loss = jnp.where(target != 1, jax.nn.relu(margin - input), 0.0) + jnp.where(target != -1, input, 0.0)
+    return _reduce_loss(loss, reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """torch.nn.functional.cosine_embedding_loss (torch's epsilon 1e-12 on the squared norms)."""
+    dim = input1.ndim - 1
+    norms = ((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)
+    cos = (input1 * input2).sum(dim) / jnp.sqrt(norms)
+    loss = jnp.where(target == 1, 1 - cos, 0.0) + jnp.where(target == -1, jax.nn.relu(cos - margin), 0.0)
+    return _reduce_loss(loss, reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    """torch.nn.functional.multilabel_soft_margin_loss: mean over classes of the binary logistic loss."""
+    loss = -(target * jax.nn.log_sigmoid(input) + (1 - target) * jax.nn.log_sigmoid(-input))
+    loss = loss if weight is None else loss * weight
+    return _reduce_loss(loss.mean(axis=-1), reduction)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """torch.nn.functional.poisson_nll_loss (`full` adds Stirling's term where target > 1)."""
+    loss = jnp.exp(input) - target * input if log_input else input - target * jnp.log(input + eps)
+    if full:
+        safe = jnp.where(target > 1, target, 2.0)
+        stirling = safe * jnp.log(safe) - safe + 0.5 * jnp.log(2 * math.pi * safe)
+        loss = loss + jnp.where(target > 1, stirling, 0.0)
+    return _reduce_loss(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """torch.nn.functional.gaussian_nll_loss (var clamped at eps without changing its gradient, as torch)."""
+    var = jnp.asarray(var, input.dtype)
+    if var.ndim and var.shape != input.shape and var.shape == input.shape[:-1]:
+        var = var[..., None]
+    var = var + jax.lax.stop_gradient(jnp.maximum(var, eps) - var)
+    loss = 0.5 * (jnp.log(var) + (input - target) ** 2 / var)
+    return _reduce_loss(loss + 0.5 * math.log(2 * math.pi) if full else loss, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, reduction="mean"):
+    """torch.nn.functional.triplet_margin_loss."""
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        d_neg = jnp.minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce_loss(jax.nn.relu(margin + d_pos - d_neg), reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, distance_function=None, margin=1.0, swap=False,
+                                      reduction="mean"):
+    """torch.nn.functional.triplet_margin_with_distance_loss (pairwise_distance when no function is given)."""
+    distance = distance_function or pairwise_distance
+    d_pos, d_neg = distance(anchor, positive), distance(anchor, negative)
+    if swap:
+        d_neg = jnp.minimum(d_neg, distance(positive, negative))
+    return _reduce_loss(jax.nn.relu(margin + d_pos - d_neg), reduction)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """torch.nn.functional.multi_margin_loss: hinge on every other class's score, averaged over classes."""
+    picked = jnp.take_along_axis(input, target[..., None], axis=-1)
+    loss = jax.nn.relu(margin - picked + input) ** p
+    if weight is not None:
+        loss = loss * weight[target][..., None]
+    loss = jnp.where(jnp.arange(input.shape[-1]) == target[..., None], 0.0, loss)
+    return _reduce_loss(loss.sum(axis=-1) / input.shape[-1], reduction)
+
+
+def multilabel_margin_loss(input, target, reduction="mean"):
+    """torch.nn.functional.multilabel_margin_loss: `target` lists each sample's classes, ended by -1;
+    hinge between every listed class and every unlisted one, averaged over classes."""
+    listed = jnp.cumprod(target >= 0, axis=-1).astype(bool)
+    classes = jnp.arange(input.shape[-1])
+    is_target = jnp.any(listed[..., None] & (target[..., None] == classes), axis=-2)
+    picked = jnp.take_along_axis(input, jnp.maximum(target, 0), axis=-1)
+    hinge = jax.nn.relu(1 - picked[..., :, None] + input[..., None, :])
+    loss = jnp.sum(jnp.where(listed[..., :, None] & ~is_target[..., None, :], hinge, 0.0), axis=(-2, -1))
+    return _reduce_loss(loss / input.shape[-1], reduction)
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5):

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .functional import (_ntuple, adaptive_pool_nd, avg_pool_nd, conv_nd, conv_transpose_nd,
-                         flatten, group_norm, instance_norm, interpolate, max_pool_nd, pad, pixel_shuffle,
-                         pixel_unshuffle, unflatten)
+from .functional import (_ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
+                         conv_transpose_nd, embedding_bag, flatten, group_norm, instance_norm, interpolate,
+                         max_pool_nd, pad, pixel_shuffle, pixel_unshuffle, prelu, rrelu, unflatten)
 
 
 class Buffer(nnx.Variable):
@@ -180,6 +180,10 @@ class BatchNorm3d(_BatchNorm):
     pass
 
 
+class SyncBatchNorm(_BatchNorm):
+    """torch.nn.SyncBatchNorm on one process: batch norm over axis 1 of any rank."""
+
+
 class GroupNorm(nnx.Module):
     """Group norm over axis 1 (channels-first input)."""
 
@@ -193,6 +197,83 @@ class GroupNorm(nnx.Module):
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
         return group_norm(x, self.num_groups, scale, bias, self.eps)
+
+
+class RMSNorm(nnx.Module):
+    """torch.nn.RMSNorm over the trailing `normalized_shape` dims (eps None: the dtype's epsilon)."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, *, rngs: nnx.Rngs | None = None):
+        self.normalized_shape = tuple(_ntuple(normalized_shape, 1))
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones(self.normalized_shape)) if elementwise_affine else None
+
+    def __call__(self, x):
+        return rms_norm(x, self.normalized_shape, None if self.scale is None else self.scale[...], self.eps)
+
+
+class Bilinear(nnx.Module):
+    """torch.nn.Bilinear: y = x1^T A x2 + b, the kernel in torch's (out, in1, in2) layout."""
+
+    def __init__(self, in1_features, in2_features, out_features, bias=True, *, rngs: nnx.Rngs):
+        bound = 1.0 / math.sqrt(in1_features)
+        self.kernel = nnx.Param(_uniform(rngs, (out_features, in1_features, in2_features), bound))
+        self.bias = nnx.Param(_uniform(rngs, (out_features,), bound)) if bias else None
+
+    def __call__(self, x1, x2):
+        return bilinear(x1, x2, self.kernel[...], None if self.bias is None else self.bias[...])
+
+
+class PReLU(nnx.Module):
+    """torch.nn.PReLU: a learned negative slope, one per channel or one for all."""
+
+    def __init__(self, num_parameters=1, init=0.25, *, rngs: nnx.Rngs | None = None):
+        self.negative_slope = nnx.Param(jnp.full((num_parameters,), init, jnp.float32))
+
+    def __call__(self, x):
+        return prelu(x, self.negative_slope[...])
+
+
+class RReLU(nnx.Module):
+    """torch.nn.RReLU: random negative slopes in [lower, upper] in training (keys from `rngs`), their mean in eval."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False, *, rngs: nnx.Rngs | None = None):
+        self.lower, self.upper, self.rngs = lower, upper, rngs
+        self.deterministic = False
+
+    def __call__(self, x):
+        training = not self.deterministic
+        return rrelu(x, self.lower, self.upper, training, self.rngs() if training else None)
+
+
+class AlphaDropout(nnx.Module):
+    """torch.nn.AlphaDropout (FeatureAlphaDropout: whole channels), keys from `rngs` in training."""
+    feature = False
+
+    def __init__(self, p=0.5, inplace=False, *, rngs: nnx.Rngs | None = None):
+        self.p, self.rngs = p, rngs
+        self.deterministic = False
+
+    def __call__(self, x):
+        training = not self.deterministic
+        return alpha_dropout(x, self.p, training, self.rngs() if training else None, self.feature)
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    feature = True
+
+
+class EmbeddingBag(nnx.Module):
+    """torch.nn.EmbeddingBag: the table as `embedding` (as nnx.Embed), bags reduced by `embedding_bag`."""
+
+    def __init__(self, num_embeddings, embedding_dim, mode="mean", include_last_offset=False, padding_idx=None,
+                 *, rngs: nnx.Rngs):
+        table = jax.random.normal(rngs.params(), (num_embeddings, embedding_dim))
+        self.embedding = nnx.Param(table if padding_idx is None else table.at[padding_idx].set(0.0))
+        self.mode, self.include_last_offset, self.padding_idx = mode, include_last_offset, padding_idx
+
+    def __call__(self, input, offsets=None, per_sample_weights=None):
+        return embedding_bag(input, self.embedding[...], offsets, self.mode, per_sample_weights,
+                             self.include_last_offset, self.padding_idx)
 
 
 class TiedLinear(nnx.Module):
@@ -298,6 +379,10 @@ class AdaptiveAvgPool2d(_AdaptivePoolNd):
     ndim = 2
 
 
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    ndim = 3
+
+
 class AdaptiveMaxPool1d(_AdaptivePoolNd):
     ndim = 1
     reduce = staticmethod(jnp.max)
@@ -305,6 +390,11 @@ class AdaptiveMaxPool1d(_AdaptivePoolNd):
 
 class AdaptiveMaxPool2d(_AdaptivePoolNd):
     ndim = 2
+    reduce = staticmethod(jnp.max)
+
+
+class AdaptiveMaxPool3d(_AdaptivePoolNd):
+    ndim = 3
     reduce = staticmethod(jnp.max)
 
 
@@ -354,6 +444,10 @@ class InstanceNorm2d(_InstanceNorm):
     pass
 
 
+class InstanceNorm3d(_InstanceNorm):
+    pass
+
+
 class _PadNd(nnx.Module):
     ndim, mode = 2, "constant"
 
@@ -368,12 +462,28 @@ class ZeroPad2d(_PadNd):
     pass
 
 
+class ZeroPad1d(_PadNd):
+    ndim = 1
+
+
+class ZeroPad3d(_PadNd):
+    ndim = 3
+
+
 class ReflectionPad1d(_PadNd):
     ndim, mode = 1, "reflect"
 
 
 class ReflectionPad2d(_PadNd):
     mode = "reflect"
+
+
+class ReflectionPad3d(_PadNd):
+    ndim, mode = 3, "reflect"
+
+
+class ReplicationPad1d(_PadNd):
+    ndim, mode = 1, "replicate"
 
 
 class ReplicationPad2d(_PadNd):
@@ -396,6 +506,22 @@ class ModuleDict(nnx.Dict):
 
     def __iter__(self):
         return iter(getattr(self, "_key_order", ()))
+
+
+class ReplicationPad3d(_PadNd):
+    ndim, mode = 3, "replicate"
+
+
+class CircularPad1d(_PadNd):
+    ndim, mode = 1, "circular"
+
+
+class CircularPad2d(_PadNd):
+    mode = "circular"
+
+
+class CircularPad3d(_PadNd):
+    ndim, mode = 3, "circular"
 
 
 class NamedSequential(nnx.Module):
