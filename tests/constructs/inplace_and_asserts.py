@@ -8,7 +8,8 @@ torch.fx.wrap("masked_linear")
 
 
 def masked_linear(x, weight, bias):
-    torch._assert(x.dim() == 2, "2-d input")
+    torch._assert(x.dim() == 2, "the input must be "
+                  "2-d")  # a message spanning lines (torchvision's detection models)
     bias = bias.clone()
     length = bias.numel() // 3
     bias[length : 2 * length].zero_()

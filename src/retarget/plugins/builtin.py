@@ -23,7 +23,14 @@ def assert_statement(site: Site, rngs: cst.BaseExpression):
     """`torch._assert(cond, msg)` as a statement -> `assert cond, msg`."""
     if not site.statement:
         return Escape("RT102", f"`{site.rule.name}` only converts as a statement")
-    return cst.Assert(site.arg("condition"), msg=site.arg("message"))
+    return cst.Assert(_one_line(site.arg("condition")), msg=_one_line(site.arg("message")))
+
+
+def _one_line(node):
+    """An expression that spans lines inside the call's parentheses keeps them in a statement."""
+    if node is None or "\n" not in cst.Module([]).code_for_node(node) or getattr(node, "lpar", None):
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 @register("noop_context")
