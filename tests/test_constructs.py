@@ -164,3 +164,12 @@ def test_random_function_called_from_forward_draws_from_the_module():
     assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
     assert abs(float((first[:, 0] == 0).mean()) - 0.25) < 0.03
     assert (first[:, 0] == first[:, 1]).all() and not (first == second).all()
+
+
+def test_sequential_of_an_annotated_ordered_dict_and_meshgrid_of_a_list():
+    torch_mod, flax_mod, conversion = convert_pair("ordered_layers.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.encoder(), flax_mod.encoder(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))

@@ -5,6 +5,7 @@ import libcst as cst
 
 from ..diagnostics import Escape
 from ..rewrite.calls import Site, _defaults, render
+from ..rewrite.facts import is_mapping
 from ..rewrite.names import dotted
 from . import register
 
@@ -185,10 +186,9 @@ def module_mode(site: Site, rngs: cst.BaseExpression):
 def sequential(site: Site, rngs: cst.BaseExpression):
     """`nn.Sequential(a, b)` -> `nnx.Sequential(a, b)`; `nn.Sequential(OrderedDict(...))` and an empty
     `nn.Sequential()` (filled by add_module) -> `NamedSequential`, which keeps the children's names."""
-    args = site.bound.get("args", [])
-    named = len(args) == 1 and not args[0].star and isinstance(args[0].value, (cst.Call, cst.Dict)) and (
-        isinstance(args[0].value, cst.Dict) or dotted(args[0].value.func) in ("OrderedDict", "collections.OrderedDict",
-                                                                                "dict"))
+    args, func = site.bound.get("args", []), site.extra["ctx"].function
+    named = len(args) == 1 and not args[0].star and (is_mapping(args[0].value) or (
+        func is not None and dotted(args[0].value) in func.mapping_names))
     if named or not args:
         site.extra["ctx"].support.add("NamedSequential")
         return cst.Call(cst.Name("NamedSequential"), [cst.Arg(args[0].value)] if args else [])

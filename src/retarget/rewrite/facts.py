@@ -40,6 +40,7 @@ class FunctionFacts:
     class_values: set[str] = field(default_factory=set)
     tensor_names: set[str] = field(default_factory=set)
     python_names: set[str] = field(default_factory=set)  # bound to sets, lists, dicts, strings: not tensors
+    mapping_names: set[str] = field(default_factory=set)  # bound to dicts (`nn.Sequential(layers)` is named)
     dicts: dict[str, list[tuple[str, cst.BaseExpression]]] = field(default_factory=dict)  # `dd = dict(...)`
     module_names: set[str] = field(default_factory=set)
 
@@ -158,6 +159,7 @@ class Analysis:
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
             func.python_names = _python_objects(func)
+            func.mapping_names = _python_objects(func, is_mapping)
             func.dicts = _dict_literals(func)
             func.module_names = _module_names(_assignments(func.node), builds)
         facts.top_module_names = _module_names(self.collector.module_assigns, builds)
@@ -389,6 +391,10 @@ def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
         def visit_Assign(self, node: cst.Assign) -> None:
             found.append(node)
 
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:  # `layers: OrderedDict[...] = OrderedDict()`
+            if node.value is not None:
+                found.append(cst.Assign([cst.AssignTarget(node.target)], node.value))
+
     func.body.visit(_Visitor())
     if len(_ASSIGNMENTS) > 4096:
         _ASSIGNMENTS.clear()
@@ -475,14 +481,21 @@ def is_python_object(node: cst.BaseExpression) -> bool:
         "collections.defaultdict", "collections.deque", "frozenset")
 
 
-def _python_objects(func: FunctionFacts) -> set[str]:
-    """Local names and `self.` attributes every assignment in the function binds to a Python container."""
+def _python_objects(func: FunctionFacts, test=None) -> set[str]:
+    """Local names and `self.` attributes every assignment in the function binds to a Python container
+    (or to what `test` accepts)."""
     found, other = set(), set()
     for stmt in _assignments(func.node):
         target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
         if target:
-            (found if is_python_object(stmt.value) else other).add(target)
+            (found if (test or is_python_object)(stmt.value) else other).add(target)
     return found - other
+
+
+def is_mapping(node: cst.BaseExpression) -> bool:
+    """`{}`, `{k: v}`, a dict comprehension, `dict()`, `OrderedDict()`."""
+    return isinstance(node, (cst.Dict, cst.DictComp)) or (isinstance(node, cst.Call) and dotted(node.func) in (
+        "dict", "OrderedDict", "collections.OrderedDict"))
 
 
 def _dict_literals(func: FunctionFacts) -> dict[str, list[tuple[str, cst.BaseExpression]]]:

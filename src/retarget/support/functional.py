@@ -17,6 +17,13 @@ def _ntuple(value, n):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
 
 
+def meshgrid(*tensors, indexing="ij"):
+    """torch.meshgrid: tensors as arguments or as one list; torch's default indexing is 'ij'."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tensors[0]
+    return tuple(jnp.meshgrid(*tensors, indexing=indexing))
+
+
 def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv{1,2,3}d: channels-first input, OI... kernel."""
     weight = jnp.asarray(weight)  # a Flax variable passed straight in (`F.conv2d(x, self.weight)`)
