@@ -173,3 +173,14 @@ def test_sequential_of_an_annotated_ordered_dict_and_meshgrid_of_a_list():
     original, model = torch_mod.encoder(), flax_mod.encoder(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+
+
+def test_parameters_and_buffers_handed_to_the_files_own_function():
+    """Swin's `_get_relative_position_bias(self.table, self.index, ...)` indexes a parameter with a buffer
+    registered in a helper method: both reach the function as values."""
+    torch_mod, flax_mod, conversion = convert_pair("position_bias.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.attn(), flax_mod.attn(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32))

@@ -25,6 +25,7 @@ class ClassFacts:
     layer_base: str | None = None
     attr_types: dict[str, str] = field(default_factory=dict)
     param_attrs: set[str] = field(default_factory=set)
+    buffer_attrs: set[str] = field(default_factory=set)  # `self.register_buffer("name", ...)` in any method
     reads_training: bool = False
     keeps_rngs: bool = False
     assigned: set[str] = field(default_factory=set)  # `self.x = <not None>` anywhere in the class
@@ -152,6 +153,7 @@ class Analysis:
         for cls in classes.values():
             self._attribute_types(cls, facts)
             cls.assigned = self._assigned_attrs(cls, facts)
+            cls.buffer_attrs = self._buffer_attrs(cls, facts)
         facts.factory_attrs = {n for n, ann in self.collector.annotated_attrs if self._builds_module(ann)}
         self._annotated_class_values(facts)
         self._class_valued_params(facts)
@@ -241,6 +243,15 @@ class Analysis:
                 entry = self.value_type(value, facts)
                 if entry:
                     cls.attr_types[f"{attr}.{key}"] = entry
+
+    def _buffer_attrs(self, cls: ClassFacts, facts: Facts) -> set[str]:
+        found = set()
+        for func in facts.functions.values():
+            for call in func.calls if func.owner == cls.name else ():
+                if (dotted(call.func) == "self.register_buffer" and call.args
+                        and isinstance(call.args[0].value, cst.SimpleString)):
+                    found.add(call.args[0].value.evaluated_value)
+        return found
 
     def _assigned_attrs(self, cls: ClassFacts, facts: Facts) -> set[str]:
         """Attributes some method of the class sets to a value other than None."""

@@ -222,9 +222,15 @@ def param_values(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Cal
     if ctx.facts.is_module_class(name) or name in ctx.facts.external.rngs_functions:
         return updated  # a converted layer or builder of the package takes variables
     args = [arg.with_changes(value=cst.parse_expression(f"{dotted(old.value)}[...]"))
-            if _is_param(ctx, dotted(old.value) or "") and not old.star else arg
+            if _is_variable(ctx, dotted(old.value) or "") and not old.star else arg
             for old, arg in zip(original.args, updated.args)]
     return updated.with_changes(args=args)
+
+
+def _is_variable(ctx: Context, name: str) -> bool:
+    """`self.w` holds a parameter or a persistent buffer (an NNX variable, not an array)."""
+    cls = ctx.module_class
+    return _is_param(ctx, name) or (cls is not None and name.startswith("self.") and name[5:] in cls.buffer_attrs)
 
 
 def _is_param(ctx: Context, name: str) -> bool:

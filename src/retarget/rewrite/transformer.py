@@ -119,8 +119,13 @@ class Converter(cst.CSTTransformer):
         return updated.with_changes(value=result)
 
     def _calls_foreign(self, call: cst.Call) -> bool:
-        """`rearrange(...)`, `einops.reduce(...)`: a function of another library (not torch's or JAX's)."""
-        return (dotted(call.func) or "").split(".")[0] in self.foreign_names and call.func not in self.ctx.qualnames
+        """`rearrange(...)`, `einops.reduce(...)`: a function of another library (not torch's or JAX's); or a
+        plain function of this file that builds no layers (`_get_relative_position_bias(self.table,
+        self.index)` indexes one with the other, which NNX variables cannot do)."""
+        name = dotted(call.func) or ""
+        facts = self.ctx.facts
+        own = name in facts.functions and facts.functions[name].owner is None and name not in facts.rngs_functions
+        return own or (name.split(".")[0] in self.foreign_names and call.func not in self.ctx.qualnames)
 
     def _rewrite_call(self, original: cst.Call, updated: cst.Call, statement: bool):
         ctx = self.ctx
