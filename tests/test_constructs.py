@@ -184,3 +184,15 @@ def test_parameters_and_buffers_handed_to_the_files_own_function():
     original, model = torch_mod.attn(), flax_mod.attn(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32))
+
+
+def test_children_in_order_and_sequential_iteration():
+    """`named_children()` in assignment order (an IntermediateLayerGetter stops before `fc`, whose
+    weights the checkpoint then lacks), `enumerate`/`len`/slices of an `nn.Sequential` (DeepLabV3)."""
+    torch_mod, flax_mod, conversion = convert_pair("layer_getter.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    assert "body.fc.weight" not in original.state_dict()
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))

@@ -490,6 +490,42 @@ class ReplicationPad2d(_PadNd):
     mode = "replicate"
 
 
+class Sequential(nnx.Sequential):
+    """nn.Sequential of positional layers: nnx.Sequential that, as torch's, iterates over its layers,
+    has a length and is indexed and sliced (`enumerate(backbone)`, `features[:4]`)."""
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*list(self.layers)[index])
+        return self.layers[index]
+
+
+def named_children(module):
+    """Module.named_children: direct submodules in the order they were assigned (nnx.iter_children
+    sorts them by name; torchvision's IntermediateLayerGetter stops at the last layer it needs)."""
+    order = getattr(module, "_key_order", None) or getattr(module, "_layer_order", None) or list(vars(module))
+    children = [(name, getattr(module, name, None)) for name in order if not str(name).startswith("_")]
+    return [(str(name), child) for name, child in children if isinstance(child, nnx.Module)]
+
+
+def named_modules(module, prefix="", seen=None):
+    """Module.named_modules: the module itself (as `prefix`), then its submodules depth first, each once."""
+    seen = set() if seen is None else seen
+    if id(module) in seen:
+        return []
+    seen.add(id(module))
+    found = [(prefix, module)]
+    for name, child in named_children(module):
+        found += named_modules(child, f"{prefix}.{name}" if prefix else name, seen)
+    return found
+
+
 class ModuleDict(nnx.Dict):
     """nn.ModuleDict: iterates in insertion order, as torch does (the order is recorded: a merged
     NNX graph, e.g. inside nnx.jit, lists attributes sorted, and "layer10" < "layer2")."""
