@@ -35,12 +35,13 @@ import sys
 import time
 import traceback
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 WHEELS = {"torchvision": "0.28.0", "timm": "1.0.31"}
-TORCHVISION_PARTS = ["models", "ops", "transforms", "utils.py", "_utils.py", "_internally_replaced_utils.py",
-                     "extension.py"]
+TORCHVISION_PARTS = ["models", "ops", "transforms", "datasets", "io", "tv_tensors", "utils.py", "_utils.py",
+                     "_internally_replaced_utils.py", "extension.py"]  # timm's data code imports datasets
 TOL = 1e-4
 IMAGE = (2, 3, 64, 64)
 
@@ -446,7 +447,8 @@ def verdict(record: dict) -> str:
     return "equal" if all(c is not None and c <= 1.0 for c in checks) else "different"
 
 
-def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: bool, timeout: float) -> tuple[dict, list]:
+def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: bool, timeout: float,
+              workers: int = 1) -> tuple[dict, list]:
     """Stage, convert, record torch, check Flax: the conversion summary and one record per model."""
     if suite == "timm":  # timm's layers import torchvision.ops: the converted torchvision must be there
         convert(stage(cache, work, "torchvision"), work / "out" / "torchvision", True)
@@ -454,7 +456,9 @@ def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: boo
     for side in ("torch", "flax"):
         (work / f"{suite}-{side}.jsonl").unlink(missing_ok=True)
     _run_worker("torch", specs, work, work / "src", timeout)
-    _run_worker("flax", specs, work, work / "out", timeout)
+    chunks = [specs[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:  # the Flax side (compilation) dominates: split it
+        list(pool.map(lambda chunk: _run_worker("flax", chunk, work, work / "out", timeout), chunks))
     torch_side = {r["name"]: r for r in _read_jsonl(work / f"{suite}-torch.jsonl")}
     flax_side = {r["name"]: r for r in _read_jsonl(work / f"{suite}-flax.jsonl")}
     records = [{**torch_side.get(s.name, {}), **flax_side.get(s.name, {}), "name": s.name, "suite": suite}
@@ -513,6 +517,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/retarget/real_models")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model and side")
     parser.add_argument("--json", type=Path, help="write every record here")
+    parser.add_argument("--workers", type=int, default=1, help="Flax-side processes (default 1)")
     parser.add_argument("--worker", choices=("torch", "flax"), help=argparse.SUPPRESS)
     parser.add_argument("--names", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -522,7 +527,8 @@ def main(argv=None) -> int:
     for suite in ("torchvision", "timm"):
         specs = select_specs(suite, args.only, args.quick) if args.suite in ("all", suite) else []
         if specs:
-            conversion, found = run_suite(suite, specs, args.cache, args.work, args.reuse, args.timeout)
+            conversion, found = run_suite(suite, specs, args.cache, args.work, args.reuse, args.timeout,
+                                          args.workers)
             conversions.append(conversion)
             records += found
     report(conversions, records)
