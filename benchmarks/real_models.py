@@ -40,8 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 WHEELS = {"torchvision": "0.28.0", "timm": "1.0.31"}
-TORCHVISION_PARTS = ["models", "ops", "transforms", "datasets", "io", "tv_tensors", "utils.py", "_utils.py",
-                     "_internally_replaced_utils.py", "extension.py"]  # timm's data code imports datasets
+TORCHVISION_PARTS = ["models", "ops", "transforms", "utils.py", "_utils.py", "_internally_replaced_utils.py",
+                     "extension.py"]
+FOR_TIMM = ["datasets", "io", "tv_tensors"]  # timm's data code imports torchvision.datasets
 TOL = 1e-4
 IMAGE = (2, 3, 64, 64)
 
@@ -138,22 +139,26 @@ def fetch(cache: Path, package: str) -> Path:
     return root
 
 
-def stage(cache: Path, work: Path, package: str) -> Path:
-    """The package's Python source under `work/src/<package>` (torchvision without its extension)."""
+def stage(cache: Path, work: Path, package: str, extra: tuple = ()) -> tuple[Path, bool]:
+    """The package's Python source under `work/src/<package>` (torchvision without its extension, with
+    `extra` parts); whether anything was added."""
     target = work / "src" / package
-    if target.exists():
-        return target
     unpacked = fetch(cache, package) / package
     if package != "torchvision":
-        shutil.copytree(unpacked, target, ignore=shutil.ignore_patterns("__pycache__"))
-        return target
-    target.mkdir(parents=True)
-    for part in TORCHVISION_PARTS:
+        if not target.exists():
+            shutil.copytree(unpacked, target, ignore=shutil.ignore_patterns("__pycache__"))
+            return target, True
+        return target, False
+    missing = [p for p in [*TORCHVISION_PARTS, *extra] if not (target / p).exists()]
+    target.mkdir(parents=True, exist_ok=True)
+    for part in missing:
         source = unpacked / part
-        copy = shutil.copytree if source.is_dir() else shutil.copy2
-        copy(source, target / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / part)
     (target / "__init__.py").write_text("")
-    return target
+    return target, bool(missing)
 
 
 def convert(source: Path, out: Path, reuse: bool) -> dict:
@@ -450,9 +455,11 @@ def verdict(record: dict) -> str:
 def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: bool, timeout: float,
               workers: int = 1) -> tuple[dict, list]:
     """Stage, convert, record torch, check Flax: the conversion summary and one record per model."""
-    if suite == "timm":  # timm's layers import torchvision.ops: the converted torchvision must be there
-        convert(stage(cache, work, "torchvision"), work / "out" / "torchvision", True)
-    conversion = convert(stage(cache, work, suite), work / "out" / suite, reuse)
+    if suite == "timm":  # timm imports torchvision (ops, datasets): its conversion must be there
+        source, added = stage(cache, work, "torchvision", tuple(FOR_TIMM))
+        convert(source, work / "out" / "torchvision", not added)
+    source, added = stage(cache, work, suite)
+    conversion = convert(source, work / "out" / suite, reuse and not added)
     for side in ("torch", "flax"):
         (work / f"{suite}-{side}.jsonl").unlink(missing_ok=True)
     _run_worker("torch", specs, work, work / "src", timeout)
