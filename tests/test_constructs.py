@@ -196,3 +196,12 @@ def test_children_in_order_and_sequential_iteration():
     assert "body.fc.weight" not in original.state_dict()
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+
+
+def test_user_class_named_like_a_torch_layer_keeps_its_own_layout():
+    torch_mod, flax_mod, conversion = convert_pair("own_rnn.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = torch_mod.rnn(), flax_mod.rnn(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32))
