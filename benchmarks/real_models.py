@@ -405,6 +405,20 @@ def flax_worker(specs: list[Spec], work: Path) -> None:
         _append(work / f"{spec.suite}-flax.jsonl", {"name": spec.name, "suite": spec.suite, **result})
 
 
+def imports_worker(package: str, work: Path) -> None:
+    """Import every module of the converted package: a file that converted (exit 0 or 1) must also run."""
+    root = work / "out" / package
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        try:
+            importlib.import_module(name)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - what breaks is the finding
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        _append(work / f"{package}-imports.jsonl", {"module": name, "error": error})
+
+
 def _failure(exc: Exception) -> dict:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/out/" in f.filename]
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} `{frames[-1].line}`" if frames else ""
@@ -442,6 +456,20 @@ def _run_worker(side: str, specs: list[Spec], work: Path, root: Path, timeout: f
         remaining = [s for s in remaining if s.name not in done | {remaining[0].name}]
 
 
+def _import_check(package: str, work: Path, timeout: float) -> list[dict]:
+    """The converted package's modules that fail to import, with their errors."""
+    log = work / f"{package}-imports.jsonl"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work / "out"), os.environ.get("PYTHONPATH", "")])}
+    try:
+        subprocess.run([sys.executable, __file__, "--worker", "imports", "--work", str(work), "--suite", package],
+                       env=env, timeout=timeout, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pass
+    records = _read_jsonl(log)
+    return [r for r in records if r["error"]] + ([] if records else [{"module": package, "error": "no module imported"}])
+
+
 def verdict(record: dict) -> str:
     """`equal` when eager, jit and gradients (and train-mode state, when comparable) pass."""
     if record.get("torch", "ok") != "ok":
@@ -466,6 +494,7 @@ def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: boo
     chunks = [specs[i::workers] for i in range(workers)]
     with ThreadPoolExecutor(workers) as pool:  # the Flax side (compilation) dominates: split it
         list(pool.map(lambda chunk: _run_worker("flax", chunk, work, work / "out", timeout), chunks))
+    conversion["import_failures"] = _import_check(suite, work, timeout)
     torch_side = {r["name"]: r for r in _read_jsonl(work / f"{suite}-torch.jsonl")}
     flax_side = {r["name"]: r for r in _read_jsonl(work / f"{suite}-flax.jsonl")}
     records = [{**torch_side.get(s.name, {}), **flax_side.get(s.name, {}), "name": s.name, "suite": suite}
@@ -485,6 +514,10 @@ def report(conversions: list[dict], records: list[dict]) -> None:
     for c in conversions:
         print(f"convert {c['package']}: exit {c['exit']}, {c['escapes']} escape hatch(es), {c['seconds']:.0f}s"
               + (" (reused)" if c["reused"] else ""))
+        failures = c.get("import_failures", [])
+        print(f"  converted modules that fail to import: {len(failures)}")
+        for failure in failures[:15]:
+            print(f"    {failure['module']}: {failure['error']}")
     print(f"{'model':40} {'verdict':18} {'eager':>8} {'jit':>8} {'grad':>8} {'train':>8} {'s':>5}")
     for r in records:
         seconds = r.get("torch_seconds", 0) + r.get("flax_seconds", 0)
@@ -525,9 +558,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per model and side")
     parser.add_argument("--json", type=Path, help="write every record here")
     parser.add_argument("--workers", type=int, default=1, help="Flax-side processes (default 1)")
-    parser.add_argument("--worker", choices=("torch", "flax"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("torch", "flax", "imports"), help=argparse.SUPPRESS)
     parser.add_argument("--names", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker == "imports":
+        imports_worker(args.suite, args.work)
+        return 0
     if args.worker:
         return _worker(args)
     conversions, records = [], []

@@ -205,3 +205,14 @@ def test_user_class_named_like_a_torch_layer_keeps_its_own_layout():
     original, model = torch_mod.rnn(), flax_mod.rnn(rngs=nnx.Rngs(0))
     retarget.port_weights(original.state_dict(), model)
     assert_same(original, model, np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32))
+
+
+def test_dataset_generic_in_annotations():
+    """torchvision's datasets subclass and annotate `Dataset[...]`: the converted module imports and indexes."""
+    source = ("import torch\nfrom torch.utils import data\n\n\nclass Squares(data.Dataset[tuple]):\n"
+              "    def __len__(self):\n        return 3\n\n    def __getitem__(self, i) -> tuple:\n"
+              "        return torch.tensor(float(i)) ** 2, i\n\n\ndef first(ds: data.Dataset[tuple]):\n"
+              "    return ds[2]\n")
+    module = import_source(retarget.convert(source).code, "construct_flax_dataset_generic")
+    value, index = module.first(module.Squares())
+    assert float(value) == 4.0 and index == 2 and len(module.Squares()) == 3

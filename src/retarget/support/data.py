@@ -10,7 +10,11 @@ import numpy as np
 
 
 class Dataset:
-    """Base class of map-style datasets: subclasses define `__getitem__` and `__len__`."""
+    """Base class of map-style datasets: subclasses define `__getitem__` and `__len__`. Generic in
+    annotations, as torch's (`Dataset[tuple[Any, Any]]`)."""
+
+    def __class_getitem__(cls, item):
+        return cls
 
     def __getitem__(self, index):
         raise NotImplementedError
