@@ -44,6 +44,7 @@ TORCHVISION_PARTS = ["models", "ops", "transforms", "utils.py", "_utils.py", "_i
                      "extension.py"]
 FOR_TIMM = ["datasets", "io", "tv_tensors"]  # timm's data code imports torchvision.datasets
 TOL = 1e-4
+GRAD_TOL = 1e-3
 IMAGE = (2, 3, 64, 64)
 
 
@@ -294,7 +295,10 @@ def torch_worker(specs: list[Spec], work: Path) -> None:
 # ---------------------------------------------------------------------------------------------- flax side
 
 def compare(actual: list, expected: list, scaled: bool = False) -> float:
-    """The largest error relative to the tolerance: <= 1 passes (inf on a structure mismatch)."""
+    """The largest error relative to the tolerance: <= 1 passes (inf on a structure mismatch). Scaled
+    (gradients, statistics): atol = GRAD_TOL x the tensor's largest magnitude, since float32 sums over
+    batch and space of a deep network's backward cancel (Wide ResNet-50: 6e-4 of the largest value,
+    torch and JAX alike; a mapping bug is off by O(1))."""
     import numpy as np
     if len(actual) != len(expected):
         return float("inf")
@@ -303,7 +307,7 @@ def compare(actual: list, expected: list, scaled: bool = False) -> float:
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
         if a.shape != e.shape:
             return float("inf")
-        atol = TOL * max(1.0, float(np.abs(e).max(initial=0.0))) if scaled else TOL
+        atol = GRAD_TOL * max(1.0, float(np.abs(e).max(initial=0.0))) if scaled else TOL
         worst = max(worst, float((np.abs(a - e) / (atol + TOL * np.abs(e))).max(initial=0.0)))
     return worst
 
@@ -507,7 +511,8 @@ def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: boo
 
 
 def _fmt(value) -> str:
-    return "-" if value is None else ("inf" if value == float("inf") else f"{value * TOL:.1e}")
+    """An error as a multiple of its tolerance (<= 1 passes)."""
+    return "-" if value is None else ("inf" if value == float("inf") else f"{value:.2g}")
 
 
 def report(conversions: list[dict], records: list[dict]) -> None:
@@ -518,6 +523,8 @@ def report(conversions: list[dict], records: list[dict]) -> None:
         print(f"  converted modules that fail to import: {len(failures)}")
         for failure in failures[:15]:
             print(f"    {failure['module']}: {failure['error']}")
+    print("errors as multiples of their tolerance (<= 1 passes; outputs 1e-4, gradients and statistics 1e-3 of "
+          "the tensor's largest value)")
     print(f"{'model':40} {'verdict':18} {'eager':>8} {'jit':>8} {'grad':>8} {'train':>8} {'s':>5}")
     for r in records:
         seconds = r.get("torch_seconds", 0) + r.get("flax_seconds", 0)
