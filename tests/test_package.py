@@ -263,3 +263,14 @@ def test_a_star_imported_torch_name_is_torch_s_unless_shadowed():
     found = sorted(torch_qualnames(wrapper, {"nn": "torch.nn", "F": "torch.nn.functional"}).values())
     assert found == ["torch.nn.Module", "torch.nn.functional.relu"]  # not the parameter `nn`, not `F=` or `.F`
     assert torch_qualnames(MetadataWrapper(retarget.pipeline.parse(source, "m.py"))) == {}
+
+
+def test_a_package_attribute_shadowing_its_submodule_still_resolves_the_submodules_classes():
+    """torchvision.ops: `from .stochastic_depth import stochastic_depth, StochasticDepth` binds the
+    function over the submodule's name; `from torchvision.ops import StochasticDepth` elsewhere is
+    still the class (it must get `rngs`)."""
+    facts = ProjectFacts(module_classes={"tv.ops.stochastic_depth.StochasticDepth": None},
+                         aliases={"tv.ops.stochastic_depth": "tv.ops.stochastic_depth.stochastic_depth",
+                                  "tv.ops.StochasticDepth": "tv.ops.stochastic_depth.StochasticDepth"})
+    assert facts.resolve("tv.ops.StochasticDepth") == "tv.ops.stochastic_depth.StochasticDepth"
+    assert facts.resolve("tv.ops.stochastic_depth") == "tv.ops.stochastic_depth.stochastic_depth"

@@ -50,11 +50,16 @@ class ProjectFacts:
     def resolve(self, name: str) -> str:
         """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
         for _ in range(32):  # re-export chains are short; a cycle must not hang
+            if name in self.module_classes or name in self.rngs_functions:
+                return name  # a definition
             parts = name.split(".")
             for cut in range(len(parts), 0, -1):
                 head = ".".join(parts[:cut])
-                if head in self.aliases and self.aliases[head] != head:
-                    name = ".".join([self.aliases[head], *parts[cut:]])
+                target = self.aliases.get(head, head)
+                # `pkg.ops.stochastic_depth` names the function the package imports from its submodule of
+                # that name; `pkg.ops.stochastic_depth.StochasticDepth` is still the submodule's class
+                if target != head and not (cut < len(parts) and target.startswith(head + ".")):
+                    name = ".".join([target, *parts[cut:]])
                     break
             else:
                 return name
