@@ -75,10 +75,10 @@ SMALL_VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_
 SMALL_SWIN = dict(patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4])
 TORCHVISION = [
     _tv("resnet18", quick=True), _tv("resnet50"), _tv("resnext50_32x4d"), _tv("wide_resnet50_2"),
-    _tv("vgg11"), _tv("vgg11_bn", quick=True), _tv("densenet121"), _tv("mobilenet_v2", quick=True),
-    _tv("mobilenet_v3_small", quick=True), _tv("mobilenet_v3_large"), _tv("efficientnet_b0"),
-    _tv("efficientnet_v2_s"), _tv("regnet_x_400mf"), _tv("regnet_y_400mf"), _tv("shufflenet_v2_x0_5"),
-    _tv("squeezenet1_0"), _tv("squeezenet1_1"), _tv("mnasnet0_5"), _tv("googlenet", aux_logits=False,
+    _tv("vgg11"), _tv("vgg11_bn"), _tv("densenet121"), _tv("mobilenet_v2", quick=True),
+    _tv("mobilenet_v3_small"), _tv("mobilenet_v3_large"), _tv("efficientnet_b0"),
+    _tv("efficientnet_v2_s"), _tv("regnet_x_400mf"), _tv("regnet_y_400mf"), _tv("shufflenet_v2_x0_5", quick=True),
+    _tv("squeezenet1_0"), _tv("squeezenet1_1", quick=True), _tv("mnasnet0_5"), _tv("googlenet", aux_logits=False,
                                                                           init_weights=True),
     _tv("inception_v3", (2, 3, 80, 80), aux_logits=False, init_weights=True), _tv("convnext_tiny"),
     _tv("vit", (2, 3, 32, 32), builder="torchvision.models.vision_transformer:VisionTransformer", **SMALL_VIT),
