@@ -509,6 +509,8 @@ class Sequential(nnx.Sequential):
 def named_children(module):
     """Module.named_children: direct submodules in the order they were assigned (nnx.iter_children
     sorts them by name; torchvision's IntermediateLayerGetter stops at the last layer it needs)."""
+    if isinstance(module, nnx.Sequential):  # torch names a Sequential's children "0", "1", ...
+        return [(str(i), layer) for i, layer in enumerate(module.layers) if isinstance(layer, nnx.Module)]
     order = getattr(module, "_key_order", None) or getattr(module, "_layer_order", None) or list(vars(module))
     children = [(name, getattr(module, name, None)) for name in order if not str(name).startswith("_")]
     return [(str(name), child) for name, child in children if isinstance(child, nnx.Module)]
@@ -532,8 +534,8 @@ class ModuleDict(nnx.Dict):
 
     def __setattr__(self, name, value):
         order = getattr(self, "_key_order", ())
-        if not name.startswith("_") and name not in order:
-            super().__setattr__("_key_order", order + (name,))
+        if not name.startswith("_") and name not in order and callable(value):
+            super().__setattr__("_key_order", order + (name,))  # other attributes are not entries, as in torch
         super().__setattr__(name, value)
 
     def __delattr__(self, name):
