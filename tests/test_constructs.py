@@ -30,6 +30,18 @@ def assert_same(torch_model, flax_model, *inputs, atol=1e-5):
     np.testing.assert_allclose(np.asarray(run_flax(flax_model, inputs, jit=True)), expected, atol=atol, rtol=1e-5)
 
 
+def matches_torch(file: str, factory: str, shape: tuple):
+    """Convert `file` with no escape hatch, build both models through `factory`, port the torch weights,
+    compare eagerly and under jit; the torch model."""
+    torch_mod, flax_mod, conversion = convert_pair(file)
+    assert not conversion.diagnostics, conversion.diagnostics
+    torch.manual_seed(0)
+    original, model = getattr(torch_mod, factory)(), getattr(flax_mod, factory)(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    assert_same(original, model, np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    return original
+
+
 def test_factories_classmethods_init_functions_and_late_layers():
     """A classmethod factory and a function returning it take `rngs`; `layer_init(layer, std)` and
     `self.apply(weights_init)` with `m.weight.data.normal_` initialise converted layers; a layer
@@ -129,22 +141,12 @@ def test_layer_factories_in_config_fields_and_module_dict_order():
     """`cfg.block(...)` where a dataclass declares `block: Callable[..., nn.Module]` receives `rngs`
     (torchvision's EfficientNet); an `nn.ModuleDict` of 11 blocks runs in insertion order under jit
     too (NNX sorts merged attributes: "b10" < "b2"; torchvision's DenseNet)."""
-    torch_mod, flax_mod, conversion = convert_pair("config_factories.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    matches_torch("config_factories.py", "net", (3, 4))
 
 
 def test_layer_arguments_forwarded_with_kwargs():
     """`nn.Conv2d(a, b, bias=False, **kwargs)`: the torch-signature helper class takes the call as written."""
-    torch_mod, flax_mod, conversion = convert_pair("kwargs_passthrough.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    matches_torch("kwargs_passthrough.py", "net", (2, 3, 8, 8))
 
 
 def test_random_function_called_from_forward_draws_from_the_module():
@@ -167,44 +169,24 @@ def test_random_function_called_from_forward_draws_from_the_module():
 
 
 def test_sequential_of_an_annotated_ordered_dict_and_meshgrid_of_a_list():
-    torch_mod, flax_mod, conversion = convert_pair("ordered_layers.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.encoder(), flax_mod.encoder(rngs=nnx.Rngs(0))
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    matches_torch("ordered_layers.py", "encoder", (3, 4))
 
 
 def test_parameters_and_buffers_handed_to_the_files_own_function():
     """Swin's `_get_relative_position_bias(self.table, self.index, ...)` indexes a parameter with a buffer
     registered in a helper method: both reach the function as values."""
-    torch_mod, flax_mod, conversion = convert_pair("position_bias.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.attn(), flax_mod.attn(rngs=nnx.Rngs(0))
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32))
+    matches_torch("position_bias.py", "attn", (3, 3))
 
 
 def test_children_in_order_and_sequential_iteration():
     """`named_children()` in assignment order (an IntermediateLayerGetter stops before `fc`, whose
     weights the checkpoint then lacks), `enumerate`/`len`/slices of an `nn.Sequential` (DeepLabV3)."""
-    torch_mod, flax_mod, conversion = convert_pair("layer_getter.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
-    assert "body.fc.weight" not in original.state_dict()
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    torch_model = matches_torch("layer_getter.py", "net", (3, 4))
+    assert "body.fc.weight" not in torch_model.state_dict()
 
 
 def test_user_class_named_like_a_torch_layer_keeps_its_own_layout():
-    torch_mod, flax_mod, conversion = convert_pair("own_rnn.py")
-    assert not conversion.diagnostics, conversion.diagnostics
-    torch.manual_seed(0)
-    original, model = torch_mod.rnn(), flax_mod.rnn(rngs=nnx.Rngs(0))
-    retarget.port_weights(original.state_dict(), model)
-    assert_same(original, model, np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32))
+    matches_torch("own_rnn.py", "rnn", (2, 5, 4))
 
 
 def test_dataset_generic_in_annotations():
