@@ -1,22 +1,34 @@
-"""Convert a real corpus (timm, torchvision, transformers model files) and check three properties:
-no internal error, every output parses, converting an output again changes nothing.
+"""Convert a real corpus and check three properties: no internal error, every output parses,
+converting an output again changes nothing.
 
-    python benchmarks/corpus.py [--sample quick|default|all] [--jobs N] [--cache DIR]
+    python benchmarks/corpus.py [--sample quick|default|all|scripts] [--jobs N] [--cache DIR]
 
-The wheels are fetched with `pip download --no-deps` (pinned versions, pure Python) into a cache
-(default ~/.cache/retarget/corpus, or $RETARGET_CORPUS) and unpacked there; no third-party code
-is committed. `default` takes every model/layer/op file of timm and torchvision and every 12th
-transformers model; `all` every transformers model too; `quick` a small slice for a smoke run.
+Two groups of pinned packages, fetched with `pip download --no-deps` into a cache (default
+~/.cache/retarget/corpus, or $RETARGET_CORPUS) and unpacked there (wheels, or source archives
+for packages that ship none); no third-party code is committed.
+
+- models: the model files of timm, torchvision and transformers. `default` takes every
+  model/layer/op file of timm and torchvision and every 12th transformers model; `all` every
+  transformers model too; `quick` a small slice for a smoke run.
+- scripts (`--sample scripts`): training scripts, RL code and examples: cleanrl's single-file RL
+  agents (PPO, DQN, SAC, TD3, C51, PPG, RND), labml-nn's experiments (GANs, DDPM and stable
+  diffusion, PPO/DQN, transformers and optimizers with their training loops), lightning-bolts'
+  GAN/VAE/RL/self-supervised modules, denoising-diffusion-pytorch with its trainer, and the
+  algorithms of stable-baselines3 (policies, rollout buffers, `train()` loops).
+
 Prints files, lines, internal errors, unparsable outputs, non-idempotent outputs (all three must
 be 0; the exit status is 1 otherwise), rule coverage of torch references, escape hatches per
-1,000 lines and lines/second, then the failures and the most used uncovered names.
+1,000 lines (and the most frequent codes) and lines/second, then the failures and the most used
+uncovered names.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 import zipfile
@@ -24,38 +36,74 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-WHEELS = {"timm": "1.0.31", "torchvision": "0.29.2", "transformers": "5.23.0"}
+WHEELS = {"timm": "1.0.31", "torchvision": "0.29.2", "transformers": "5.23.0", "labml-nn": "0.5.1",
+          "lightning-bolts": "0.7.0", "stable-baselines3": "2.9.2"}
+SDISTS = {"cleanrl": "0.4.8", "denoising-diffusion-pytorch": "2.3.4"}  # source archives: no wheel has the scripts
 TREES = {  # package -> globs of the files a user would convert
     "timm": ["timm/models/**/*.py", "timm/layers/**/*.py"],
     "torchvision": ["torchvision/models/**/*.py", "torchvision/ops/**/*.py"],
     "transformers": ["transformers/models/*/modeling_*.py"],
+    "cleanrl": ["cleanrl/**/*.py"],
+    "labml-nn": ["labml_nn/**/*.py"],
+    "lightning-bolts": ["pl_bolts/**/*.py"],
+    "denoising-diffusion-pytorch": ["denoising_diffusion_pytorch/*.py"],
+    "stable-baselines3": ["stable_baselines3/**/*.py"],
 }
+GROUPS = {"models": ("timm", "torchvision", "transformers"),
+          "scripts": ("cleanrl", "labml-nn", "lightning-bolts", "denoising-diffusion-pytorch", "stable-baselines3")}
 
 
-def fetch(cache: Path) -> dict[str, Path]:
-    """Download (once) and unpack the pinned wheels; the unpacked roots by package."""
+def _download(cache: Path, name: str, version: str) -> Path:
+    """The pinned wheel or source archive of `name` in the cache, downloaded once."""
+    sdist = name in SDISTS
+    stem = f"{name.replace('-', '_')}-{version}"
+    pattern = f"{stem}.tar.gz" if sdist else f"{stem}-*.whl"
+    found = list(cache.glob(pattern))
+    if not found:
+        form = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *form, "-d", str(cache),
+                        f"{name}=={version}"], check=True)
+        found = list(cache.glob(pattern))
+    return found[0]
+
+
+def _unpack(archive: Path, staging: Path) -> Path:
+    """Unpack a wheel (the packages at its top) or an sdist (one `name-version/` folder at its top);
+    the folder that holds the packages."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            wheel.extractall(staging)
+        return staging
+    with tarfile.open(archive) as sdist:
+        sdist.extractall(staging, filter="data")
+    (top,) = staging.iterdir()
+    return top
+
+
+def fetch(cache: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Download (once) and unpack the pinned packages; the unpacked roots by package."""
     cache.mkdir(parents=True, exist_ok=True)
     roots = {}
-    for name, version in WHEELS.items():
+    for name in names:
+        version = WHEELS.get(name) or SDISTS[name]
         root = cache / f"{name}-{version}"
         if not root.exists():
-            wheels = list(cache.glob(f"{name}-{version}-*.whl"))
-            if not wheels:
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache),
-                                f"{name}=={version}"], check=True)
-                wheels = list(cache.glob(f"{name}-{version}-*.whl"))
             staging = cache / f".{name}-{version}.tmp"
-            with zipfile.ZipFile(wheels[0]) as archive:
-                archive.extractall(staging)
-            staging.rename(root)
+            shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted run
+            _unpack(_download(cache, name, version), staging).rename(root)
+            shutil.rmtree(staging, ignore_errors=True)  # an sdist's emptied top
         roots[name] = root
     return roots
 
 
+def packages(sample: str) -> tuple[str, ...]:
+    return GROUPS["scripts" if sample == "scripts" else "models"]
+
+
 def select(roots: dict[str, Path], sample: str) -> list[Path]:
     files = []
-    for name, globs in TREES.items():
-        found = sorted({p for g in globs for p in roots[name].glob(g) if "__pycache__" not in p.parts})
+    for name in packages(sample):
+        found = sorted({p for g in TREES[name] for p in roots[name].glob(g) if "__pycache__" not in p.parts})
         if name == "transformers" and sample != "all":
             found = found[::12]
         if sample == "quick":
@@ -77,6 +125,7 @@ def check_file(path: str) -> dict:
         first = convert(text, path=path)
         result["seconds"] = time.perf_counter() - start
         result["escapes"] = len(first.diagnostics)
+        result["codes"] = Counter(d.code for d in first.diagnostics)
         try:
             ast.parse(first.code)
         except SyntaxError as exc:
@@ -123,7 +172,9 @@ def report(results: list[dict], wall: float, files: list[Path]) -> int:
     print(f"non-idempotent outputs:   {statuses['non-idempotent']}")
     print(f"bad input (not Python 3): {statuses['bad input']}")
     print(f"torch references covered by rules: {share:.1%}")
-    print(f"escape hatches per 1,000 lines: {1000 * sum(r['escapes'] for r in results) / max(lines, 1):.1f}")
+    print(f"escape hatches per 1,000 lines: {1000 * sum(r['escapes'] for r in results) / max(lines, 1):.1f} ("
+          + ", ".join(f"{c} {n}" for c, n in sum((r.get("codes", Counter()) for r in results), Counter()).most_common())
+          + ")")
     print(f"lines/second (first conversion, per core): {lines / max(cpu, 1e-9):,.0f}; wall incl. re-conversion "
           f"{lines / wall:,.0f} on {os.cpu_count()} cores")
     for r in [r for r in results if r["status"] not in ("ok", "bad input")][:15]:
@@ -136,12 +187,12 @@ def report(results: list[dict], wall: float, files: list[Path]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", choices=("quick", "default", "all"), default="default")
+    parser.add_argument("--sample", choices=("quick", "default", "all", "scripts"), default="default")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("RETARGET_CORPUS", Path.home() / ".cache/retarget/corpus")))
     args = parser.parse_args()
-    files = select(fetch(args.cache), args.sample)
+    files = select(fetch(args.cache, packages(args.sample)), args.sample)
     results, wall = _run(files, args.jobs)
     return report(results, wall, files)
 
