@@ -289,6 +289,7 @@ class Converter(cst.CSTTransformer):
         return structure.apply_as_loop(self.ctx, original, updated)
 
     def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
+        updated = structure.set_training(self.ctx, original, updated)
         result = structure.functional_update(self.ctx, original, updated)
         if result is not updated:
             return result
@@ -313,6 +314,15 @@ def _is_jax_at(receiver: cst.BaseExpression) -> bool:
         receiver.value.attr.value == "at")
 
 
+def _stored(target: cst.BaseExpression) -> list[cst.Attribute]:
+    """The attributes an assignment, `del` or loop target writes (`a.x, (b.y, *c.z) = ...`)."""
+    if isinstance(target, cst.Attribute):
+        return [target]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [a for e in target.elements for a in _stored(e.value)]
+    return _stored(target.value) if isinstance(target, cst.StarredElement) else []
+
+
 class Prepass(cst.CSTVisitor):
     """Nodes whose role depends on their parent: call targets and expression statements."""
 
@@ -328,6 +338,8 @@ class Prepass(cst.CSTVisitor):
         self.imports_jax = False  # JAX code already (e.g. retarget's own output): tensor methods are JAX's
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
         self.assign_targets: set = set()  # `x.attr = ...` targets: a property rule cannot write a constant
+        self.stores: set = set()  # attributes written (assigned, deleted, loop targets), not read
+        self.lone_targets: set = set()  # the target of a one-target `=` statement
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -342,9 +354,26 @@ class Prepass(cst.CSTVisitor):
             self.imported_names.update(dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names)
         return False
 
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if len(node.targets) == 1:
+            self.lone_targets.add(node.targets[0].target)
+
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         if isinstance(node.target, cst.Attribute):
             self.assign_targets.add(node.target)
+        self.stores.update(_stored(node.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self.stores.update(_stored(node.target))
 
     def visit_If(self, node: cst.If) -> None:
         if isinstance(node.orelse, cst.If):
