@@ -59,7 +59,7 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
         call = _is_super_init(stmt)
         if call is None:
             body.append(stmt)
-        elif _base_takes_rngs(ctx, cls):
+        elif _base_takes_rngs(ctx, cls) and not _passes_rngs(call):
             rngs = keyword_arg("rngs", cst.Name("rngs"))
             body.append(stmt.with_deep_changes(call, args=[*call.args, rngs]))
         elif call.args:
@@ -70,6 +70,10 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
     if not body:
         body.append(cst.SimpleStatementLine([cst.Pass()]))
     return updated.with_changes(body=updated.body.with_changes(body=body))
+
+
+def _passes_rngs(call: cst.Call) -> bool:
+    return any(a.keyword and a.keyword.value == "rngs" for a in call.args)
 
 
 def _base_takes_rngs(ctx: Context, cls) -> bool:
@@ -137,7 +141,7 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     name = dotted(original.func)
     if name == "self.forward":
         return updated.with_changes(func=cst.Name("self"))
-    if any(a.keyword and a.keyword.value == "rngs" for a in updated.args) or name is None:
+    if _passes_rngs(updated) or name is None:
         return updated
     if ctx.qualnames.get(original.func):
         return updated
