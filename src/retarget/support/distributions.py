@@ -54,10 +54,12 @@ class Distribution:
         return jax.lax.stop_gradient(self.rsample(sample_shape))
 
 
-def _float(x):
-    """A parameter as an array of a floating dtype (torch turns numbers into float32 tensors)."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+def _float(*params):
+    """Parameters as arrays of one floating dtype: their common one, float32 for numbers and integers."""
+    params = [p if isinstance(p, (int, float)) else jnp.asarray(p) for p in params]
+    dtype = jnp.result_type(*params)
+    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+    return [jnp.asarray(p, dtype) for p in params]
 
 
 class Categorical(Distribution):
@@ -68,12 +70,12 @@ class Categorical(Distribution):
         if (probs is None) == (logits is None):
             raise ValueError("Categorical: pass exactly one of `probs` or `logits`")
         if probs is not None:
-            probs = _float(probs)
+            (probs,) = _float(probs)
             self.probs = probs / probs.sum(-1, keepdims=True)
             eps = jnp.finfo(self.probs.dtype).eps
             self.logits = jnp.log(jnp.clip(self.probs, eps, 1 - eps))
         else:
-            logits = _float(logits)
+            (logits,) = _float(logits)
             self.logits = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
             self.probs = jax.nn.softmax(self.logits, axis=-1)
         self.key = key
@@ -100,7 +102,8 @@ class Categorical(Distribution):
 
     def sample(self, sample_shape=()):
         shape = tuple(sample_shape) + tuple(self.batch_shape)
-        return jax.random.categorical(self._next_key(), jax.lax.stop_gradient(self.logits), axis=-1, shape=shape)
+        log_probs = jnp.log(jax.lax.stop_gradient(self.probs))  # a class of probability 0 is never drawn
+        return jax.random.categorical(self._next_key(), log_probs, axis=-1, shape=shape)
 
     def log_prob(self, value):
         value = jnp.asarray(value).astype(jnp.int32)[..., None]
@@ -119,7 +122,7 @@ class Normal(Distribution):
     reparameterised (gradients reach `loc` and `scale`), `sample` is not."""
 
     def __init__(self, loc, scale, validate_args=None, *, key=None):
-        self.loc, self.scale = jnp.broadcast_arrays(_float(loc), _float(scale))
+        self.loc, self.scale = jnp.broadcast_arrays(*_float(loc, scale))
         self.key = key
 
     @property
