@@ -242,3 +242,6 @@ def test_converted_agent_samples_valid_actions_with_fresh_keys():
     assert first.shape == (256,) and int(first.min()) >= 0 and int(first.max()) <= 2
     assert not np.array_equal(np.asarray(first), np.asarray(second))
     np.testing.assert_allclose(log_prob, fagent.get_action_and_value(obs, first)[1], rtol=1e-6)
+    act = nnx.jit(lambda agent, x: agent.get_action_and_value(x)[0])  # the key stream advances under jit too
+    jitted = [np.asarray(act(fagent, obs)) for _ in range(2)]
+    assert jitted[0].shape == (256,) and not np.array_equal(*jitted)
