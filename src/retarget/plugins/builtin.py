@@ -23,7 +23,15 @@ def assert_statement(site: Site, rngs: cst.BaseExpression):
     """`torch._assert(cond, msg)` as a statement -> `assert cond, msg`."""
     if not site.statement:
         return Escape("RT102", f"`{site.rule.name}` only converts as a statement")
-    return cst.Assert(site.arg("condition"), msg=site.arg("message"))
+    return cst.Assert(_one_line(site.arg("condition")), msg=_one_line(site.arg("message")))
+
+
+def _one_line(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
+    """An argument written over several lines (inside the call's parentheses) keeps its line breaks
+    in parentheses of its own: a statement cannot continue on the next line without them."""
+    if node is None or getattr(node, "lpar", None) or "\n" not in cst.Module([]).code_for_node(node):
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 @register("noop_context")
