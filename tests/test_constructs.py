@@ -198,3 +198,35 @@ def test_dataset_generic_in_annotations():
     module = import_source(retarget.convert(source).code, "construct_flax_dataset_generic")
     value, index = module.first(module.Squares())
     assert float(value) == 4.0 and index == 2 and len(module.Squares()) == 3
+
+
+TRAINING_FLAG = '''import torch.nn as nn
+
+
+class Policy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(4, 2)
+
+    def set_training_mode(self, mode):
+        self.training = mode
+
+    def forward(self, x):
+        return self.net(x) * 2 if self.training else self.net(x)
+'''
+
+
+def test_writing_self_training_sets_this_modules_flag():
+    """stable-baselines3's `set_training_mode`: `self.training = mode` became an assignment to the
+    read form `(not self.deterministic)`, which does not parse (an internal error)."""
+    conversion = retarget.convert(TRAINING_FLAG, path="flag.py")
+    assert not conversion.diagnostics and "self.deterministic = not mode" in conversion.code
+    torch_mod, flax_mod = import_source(TRAINING_FLAG, "flag_torch"), import_source(conversion.code, "flag_flax")
+    torch.manual_seed(0)
+    policy, flax_policy = torch_mod.Policy(), flax_mod.Policy(rngs=nnx.Rngs(0))
+    retarget.port_weights(policy.state_dict(), flax_policy)
+    x = np.ones((3, 4), np.float32)
+    for mode in (False, True, False):
+        policy.set_training_mode(mode)
+        flax_policy.set_training_mode(mode)
+        np.testing.assert_allclose(np.asarray(flax_policy(x)), policy(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)

@@ -86,6 +86,19 @@ def test_cross_file_rngs_in_the_converted_source(converted):
     assert "def build(name, classes=5, *, rngs: nnx.Rngs):" in variants
 
 
+def test_converting_again_with_the_package_facts_changes_nothing():
+    """Each converted file, converted again with what its package says about its imports: unchanged.
+    `super().__init__(..., rngs=rngs)` in a subclass of another file's module class used to get a
+    second `rngs=rngs` (labml-nn's attention variants, in the scripts corpus)."""
+    from retarget.pipeline import convert_source
+    from retarget.project import index_project
+    files = source_files(PACKAGE, sorted(PACKAGE.rglob("*.py")))
+    index = index_project(files, {f.path: f.path.read_text() for f in files})
+    for file in files:
+        first = convert_source(file.path.read_text(), str(file.path), external=index.external(file)).code
+        assert convert_source(first, str(file.path), external=index.external(file)).code == first, file.path
+
+
 def test_parallel_conversion_is_byte_identical(tmp_path):
     """Same input, same output: sequential and parallel (spawned workers) agree byte for byte."""
     outputs = []

@@ -123,6 +123,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     training = plan_training(wrapper.module, qualnames, analysis.module_call_test(facts))
     ctx = Context(path, rules, qualnames, positions, analysis, facts,
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
+                  stores=prepass.stores, lone_targets=prepass.lone_targets,
                   writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out

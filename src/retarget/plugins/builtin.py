@@ -27,9 +27,10 @@ def assert_statement(site: Site, rngs: cst.BaseExpression):
     return cst.Assert(_one_line(site.arg("condition")), msg=_one_line(site.arg("message")))
 
 
-def _one_line(node):
-    """An expression that spans lines inside the call's parentheses keeps them in a statement."""
-    if node is None or "\n" not in cst.Module([]).code_for_node(node) or getattr(node, "lpar", None):
+def _one_line(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
+    """An argument written over several lines (inside the call's parentheses) keeps its line breaks
+    in parentheses of its own: a statement cannot continue on the next line without them."""
+    if node is None or getattr(node, "lpar", None) or "\n" not in cst.Module([]).code_for_node(node):
         return node
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 

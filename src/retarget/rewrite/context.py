@@ -30,6 +30,8 @@ class Context:
     frames: list[list[Diagnostic]] = field(default_factory=list)
     isinstance_refs: set = field(default_factory=set)
     annotation_refs: set = field(default_factory=set)
+    stores: set = field(default_factory=set)  # attributes in store position (assigned, deleted, loop targets)
+    lone_targets: set = field(default_factory=set)  # targets of one-target `=` statements
     writes_param_groups: bool = False
     training: TrainingPlan = field(default_factory=TrainingPlan)
     pending_steps: dict = field(default_factory=dict)

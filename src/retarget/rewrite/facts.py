@@ -170,10 +170,12 @@ class Analysis:
         return facts
 
     def _seeded(self, facts: Facts) -> set[str]:
-        """Functions (and `<module>`) calling `torch.manual_seed`: they make their own `rngs` there."""
+        """Functions (and `<module>`) that make their own `rngs`: they call `torch.manual_seed`, or
+        assign `rngs = nnx.Rngs(...)` (code converted before)."""
         seeds = lambda calls: any(self.qualnames.get(c.func) == "torch.manual_seed" for c in calls)
-        found = {f.key for f in facts.functions.values() if seeds(f.calls)}
-        return found | ({"<module>"} if seeds(self.collector.module_calls) else set())
+        found = {f.key for f in facts.functions.values() if seeds(f.calls) or _makes_rngs(_assignments(f.node))}
+        at_top = seeds(self.collector.module_calls) or _makes_rngs(self.collector.module_assigns)
+        return found | ({"<module>"} if at_top else set())
 
     def module_call_test(self, facts: Facts):
         """A test for calls that build a module: a module class of the file or a torch layer."""
@@ -389,6 +391,12 @@ class Analysis:
 
 
 _ASSIGNMENTS: dict[int, tuple[cst.FunctionDef, list[cst.Assign]]] = {}
+
+
+def _makes_rngs(assigns: list[cst.Assign]) -> bool:
+    """`rngs = nnx.Rngs(seed)` among the assignments."""
+    return any(dotted(t.target) == "rngs" and isinstance(a.value, cst.Call) and dotted(a.value.func) == "nnx.Rngs"
+               for a in assigns for t in a.targets)
 
 
 def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:

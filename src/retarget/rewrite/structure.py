@@ -18,6 +18,7 @@ from .names import dotted
 from .template import Template, parenthesize
 
 TRAINING = "(not self.deterministic)"
+FLAG = "self.deterministic = False  # set by model.train() / model.eval()"
 
 
 def anonymous(node: cst.FunctionDef) -> FunctionFacts:
@@ -58,17 +59,21 @@ def _convert_init_body(ctx: Context, updated: cst.FunctionDef) -> cst.FunctionDe
         call = _is_super_init(stmt)
         if call is None:
             body.append(stmt)
-        elif _base_takes_rngs(ctx, cls):
+        elif _base_takes_rngs(ctx, cls) and not _passes_rngs(call):
             rngs = keyword_arg("rngs", cst.Name("rngs"))
             body.append(stmt.with_deep_changes(call, args=[*call.args, rngs]))
         elif call.args:
             body.append(stmt)
     if cls.reads_training:
-        flag = cst.parse_statement("self.deterministic = False  # set by model.train() / model.eval()")
+        flag = cst.parse_statement(FLAG)
         body.insert(0, flag)
     if not body:
         body.append(cst.SimpleStatementLine([cst.Pass()]))
     return updated.with_changes(body=updated.body.with_changes(body=body))
+
+
+def _passes_rngs(call: cst.Call) -> bool:
+    return any(a.keyword and a.keyword.value == "rngs" for a in call.args)
 
 
 def _base_takes_rngs(ctx: Context, cls) -> bool:
@@ -119,7 +124,8 @@ def constructor_for(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
     if cls is None or cls.layer_base or _has_module_base(ctx, cls.name) or any(
             isinstance(s, cst.FunctionDef) and s.name.value == "__init__" for s in updated.body.body):
         return updated
-    init = cst.parse_statement("def __init__(self, *, rngs: nnx.Rngs | None = None):\n    pass\n")
+    body = f"    {FLAG}\n" if cls.reads_training else "    pass\n"  # the flag `self.training` reads
+    init = cst.parse_statement("def __init__(self, *, rngs: nnx.Rngs | None = None):\n" + body)
     body = list(updated.body.body)
     at = next((i for i, s in enumerate(body) if not _is_docstring(s)), len(body))
     return updated.with_changes(body=updated.body.with_changes(body=[*body[:at], init, *body[at:]]))
@@ -135,8 +141,7 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     name = dotted(original.func)
     if name == "self.forward":
         return updated.with_changes(func=cst.Name("self"))
-    if any(a.keyword and a.keyword.value == "rngs" for a in updated.args) or (
-            name is None and not isinstance(original.func, cst.Subscript)):
+    if _passes_rngs(updated) or (name is None and not isinstance(original.func, cst.Subscript)):
         return updated
     if ctx.qualnames.get(original.func):
         return updated
@@ -158,7 +163,7 @@ def keyword_arg(name: str, value: cst.BaseExpression) -> cst.Arg:
 def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
     """`self.training` and reads of layer attributes (`self.fc.weight` -> `self.fc.kernel.T`)."""
     if ctx.module_class is not None and dotted(original) == "self.training":
-        return cst.parse_expression(TRAINING)
+        return _training_flag(ctx, original, updated)
     if original.attr.value == "data" and ctx.module_class is not None and (
             ctx.layer_rules(original.value) or _is_param(ctx, dotted(original.value) or "")):
         return updated.value
@@ -167,6 +172,27 @@ def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attrib
     if not spec or "read" not in spec:
         return updated
     return Template(spec["read"]).render({"self": updated.value}, {}) or updated
+
+
+def _training_flag(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+    """A read of `self.training` is the flag `model.train()` / `model.eval()` set. A write stays
+    for its statement (`set_training`); in any other form (`del`, tuple targets) it is reported."""
+    if original not in ctx.stores:
+        return cst.parse_expression(TRAINING)
+    if original not in ctx.lone_targets:
+        ctx.escape(original, Escape("RT102", "this write of `self.training` has no NNX form: write "
+                                             "`self.deterministic = not mode` (this module's flag)"))
+    return updated
+
+
+def set_training(ctx: Context, original: cst.Assign, updated: cst.Assign) -> cst.Assign:
+    """`self.training = mode` sets this module's own flag, not its children's (as in torch):
+    `self.deterministic = not mode`."""
+    if (ctx.module_class is None or len(original.targets) != 1
+            or dotted(original.targets[0].target) != "self.training"):
+        return updated
+    flag = simplify_not(cst.UnaryOperation(cst.Not(), parenthesize(updated.value)))
+    return updated.with_changes(targets=[cst.AssignTarget(cst.parse_expression("self.deterministic"))], value=flag)
 
 
 def _strip_data(node: cst.BaseExpression) -> cst.BaseExpression:

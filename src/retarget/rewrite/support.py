@@ -14,7 +14,8 @@ import libcst as cst
 
 SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
-                 "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py")
+                 "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
+                 "distributions.py")
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 END = "# --- end of retarget helpers ---"
 

@@ -304,6 +304,7 @@ class Converter(cst.CSTTransformer):
         return structure.apply_as_loop(self.ctx, original, updated)
 
     def leave_Assign(self, original: cst.Assign, updated: cst.Assign):
+        updated = structure.set_training(self.ctx, original, updated)
         result = structure.functional_update(self.ctx, original, updated)
         if result is not updated:
             return result
@@ -333,6 +334,13 @@ def _is_foreign(module: str | None) -> bool:
     variables. The standard library's (`copy.deepcopy(self.w)`) get what they were given."""
     root = (module or "").split(".")[0]
     return bool(root) and root not in ("torch", "jax", "flax") and root not in sys.stdlib_module_names
+def _stored(target: cst.BaseExpression) -> list[cst.Attribute]:
+    """The attributes an assignment, `del` or loop target writes (`a.x, (b.y, *c.z) = ...`)."""
+    if isinstance(target, cst.Attribute):
+        return [target]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [a for e in target.elements for a in _stored(e.value)]
+    return _stored(target.value) if isinstance(target, cst.StarredElement) else []
 
 
 class Prepass(cst.CSTVisitor):
@@ -352,6 +360,8 @@ class Prepass(cst.CSTVisitor):
         self.elifs: set = set()  # `elif` branches: an If whose replacement cannot be several statements
         self.assign_targets: set = set()  # `x.attr = ...` targets: a property rule cannot write a constant
         self.rebinding: set = set()  # `x = x.op_(...)`: in-place calls whose result re-binds their receiver
+        self.stores: set = set()  # attributes written (assigned, deleted, loop targets), not read
+        self.lone_targets: set = set()  # the target of a one-target `=` statement
         self._annotations = 0
 
     def visit_Import(self, node: cst.Import) -> bool:
@@ -377,10 +387,25 @@ class Prepass(cst.CSTVisitor):
         if (len(node.targets) == 1 and isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
                 and dotted(value.func.value) and dotted(value.func.value) == dotted(node.targets[0].target)):
             self.rebinding.add(value)  # `noise = noise.bernoulli_(p)`: the in-place result re-bound to its name
+        if len(node.targets) == 1:
+            self.lone_targets.add(node.targets[0].target)
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         if isinstance(node.target, cst.Attribute):
             self.assign_targets.add(node.target)
+        self.stores.update(_stored(node.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.stores.update(_stored(node.target))
+
+    def visit_Del(self, node: cst.Del) -> None:
+        self.stores.update(_stored(node.target))
 
     def visit_If(self, node: cst.If) -> None:
         if isinstance(node.orelse, cst.If):
