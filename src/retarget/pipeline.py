@@ -19,6 +19,7 @@ from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import TorchNames, dotted, is_torch_name
+from .rewrite.shadowing import alias_statements
 from .rewrite.support import BEGIN, SUPPORT
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
@@ -127,9 +128,10 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   writes_param_groups=prepass.param_groups, training=training)
     converted = wrapper.module.visit(Converter(ctx, prepass))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
-    helpers = _helper_names(converted, ctx.support & used, ctx)
+    helpers = _helper_names(converted, ctx.support & (used | ctx.aliases), ctx)
     report_imported_helpers(wrapper.module, helpers, ctx)
-    converted = drop_file_markers(fix_imports(converted, SUPPORT.render(set(helpers)), SUPPORT.usage(helpers),
+    rendered = SUPPORT.render(set(helpers)) + alias_statements(ctx.aliases & helpers)
+    converted = drop_file_markers(fix_imports(converted, rendered, SUPPORT.usage(helpers),
                                               set(external.torch_aliases) if external else set()))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))

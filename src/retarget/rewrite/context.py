@@ -35,6 +35,7 @@ class Context:
     writes_param_groups: bool = False
     training: TrainingPlan = field(default_factory=TrainingPlan)
     pending_steps: dict = field(default_factory=dict)
+    aliases: set[str] = field(default_factory=set)  # helpers a local name shadows somewhere: `torch_<name>`
 
     # -- where we are -------------------------------------------------------
     @property

@@ -46,6 +46,15 @@ class FunctionFacts:
     module_names: set[str] = field(default_factory=set)
 
 
+def _bound_names(target: cst.BaseExpression) -> set[str]:
+    """The plain names an assignment target binds: `x`, `a, (b, *c)`; none for `self.x` or `x[i]`."""
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return {n for e in target.elements for n in _bound_names(e.value)}
+    return _bound_names(target.value) if isinstance(target, cst.StarredElement) else set()
+
+
 class External:
     """What other files of the package say about names this file imports (none for a lone file).
 
@@ -273,10 +282,9 @@ class Analysis:
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
         names |= self._annotated_tensors(func.node)
         for stmt in _assignments(func.node):
-            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0].target, cst.Name):
-                continue
-            if mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
-                names.add(stmt.targets[0].target.value)
+            bound = _bound_names(stmt.targets[0].target) if len(stmt.targets) == 1 else set()
+            if bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
+                names |= bound  # `q, k, v = qkv[0], qkv[1], qkv[2]`: each is a tensor
         return names
 
     def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:

@@ -208,27 +208,41 @@ def inplace_target(ctx: Context, site):
         return _inplace_on_slice(site, original)
     if name is None:
         return Escape("RT104", f"in-place `{site.rule.name}` on an expression that is not a name")
-    rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
-    if rules:
-        spec = rules[0].attrs.get(original.attr.value, {})
-        if "var" not in spec or len(rules) > 1:
-            return Escape("RT107", f"in-place `{site.rule.name}` on `{name}`, which is not one layer variable")
-        if site.rule.name == "copy_" and spec.get("read") not in ("{self}." + spec["var"], "{self}." + spec["var"] + "[...]"):
-            return Escape("RT107", f"`copy_` into `{name}`, whose Flax layout differs; copy a converted tensor")
-        name = f"{dotted(original.value)}.{spec['var']}"
-    variable = cst.parse_expression(f"{name}[...]" if rules or _is_param(ctx, name) else name)
+    variable = _stored_in(ctx, site, original, same_layout=site.rule.name == "copy_")
+    if isinstance(variable, Escape):
+        return variable
     site.receiver = variable
     site.extra["target"] = variable
     return site
 
 
+def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bool):
+    """What an in-place method on `original` writes: the name, or a parameter's or layer's variable
+    (`self.w[...]`, `self.fc.bias[...]`: an NNX variable keeps its type when written through `[...]`)."""
+    name = dotted(original)
+    rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
+    if rules:
+        spec = rules[0].attrs.get(original.attr.value, {})
+        if "var" not in spec or len(rules) > 1:
+            return Escape("RT107", f"in-place `{site.rule.name}` on `{name}`, which is not one layer variable")
+        if same_layout and spec.get("read") not in ("{self}." + spec["var"], "{self}." + spec["var"] + "[...]"):
+            return Escape("RT107", f"in-place `{site.rule.name}` into `{name}`, whose Flax layout differs; "
+                                   "write a converted tensor")
+        name = f"{dotted(original.value)}.{spec['var']}"
+    return cst.parse_expression(f"{name}[...]" if rules or _is_param(ctx, name) else name)
+
+
 def _inplace_on_slice(site, original: cst.Subscript):
-    """`b[i:j].zero_()` -> `b = b.at[i:j].set(<zero_ of b[i:j]>)` (see `scatter_back`)."""
+    """`b[i:j].zero_()` -> `b = b.at[i:j].set(<zero_ of b[i:j]>)` (see `scatter_back`); into a layer's
+    parameter (`self.qkv.bias[i:j].data.zero_()`) through its variable, in the layout torch indexes."""
     receiver = site.updated.func.value
     if not isinstance(receiver, cst.Subscript) or original.value is None:
         return Escape("RT104", f"in-place `{site.rule.name}` on an expression that is not a name")
+    target = _stored_in(site.extra["ctx"], site, _strip_data(original.value), same_layout=True)
+    if isinstance(target, Escape):
+        return target
     site.receiver = receiver
-    site.extra["target"] = receiver.value
+    site.extra["target"] = target
     site.extra["at"] = receiver.slice
     return site
 

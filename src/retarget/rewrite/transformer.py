@@ -14,6 +14,7 @@ from pathlib import Path
 import libcst as cst
 
 from ..diagnostics import Escape
+from .shadowing import unshadow
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
@@ -141,6 +142,8 @@ class Converter(cst.CSTTransformer):
             self.ctx.escape(original, result)
             return result
         ctx.support.update(site.rule.support)
+        func = ctx.function.node if ctx.function else None
+        result = unshadow(result, set(site.rule.support), func, [*site.bound.values(), site.receiver], ctx.aliases)
         if statement and site.rule.kind == "method" and site.rule.name.endswith("_") and not site.rule.plugin:
             return cst.Assign([cst.AssignTarget(site.extra.get("target", site.receiver))],
                               structure.scatter_back(site, result))
