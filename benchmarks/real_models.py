@@ -162,6 +162,26 @@ def stage(cache: Path, work: Path, package: str, extra: tuple = ()) -> tuple[Pat
     return target, bool(missing)
 
 
+def stage_subset(cache: Path, work: Path, names: list[str]) -> Path:
+    """torchvision reduced to what the models `names` need (the quick subset): the staged tree with a
+    `models/__init__.py` that imports only their modules, then only the files that importing it loads.
+    The model code is the library's, unchanged; only the package's import plumbing is smaller."""
+    shutil.rmtree(work / "src" / "torchvision", ignore_errors=True)
+    target, _ = stage(cache, work, "torchvision")
+    files = sorted((target / "models").glob("*.py"))
+    defining = sorted({f.stem for name in names for f in files if re.search(rf"^def {re.escape(name)}\(", f.read_text(), re.M)})
+    (target / "models" / "__init__.py").write_text("".join(f"from .{m} import *\n" for m in defining))
+    loaded = subprocess.run([sys.executable, "-c", "import sys, torchvision.models\n"
+                             "print('\\n'.join(m.__file__ for m in list(sys.modules.values())"
+                             " if (getattr(m, '__file__', None) or '').startswith(sys.argv[1])))", str(target)],
+                            cwd=work / "src", capture_output=True, text=True, check=True).stdout.split()
+    keep = {Path(f).resolve() for f in loaded}
+    for path in sorted(target.rglob("*.py")):
+        if path.resolve() not in keep:
+            path.unlink()
+    return target
+
+
 def convert(source: Path, out: Path, reuse: bool) -> dict:
     """`retarget convert SOURCE -o OUT`: exit status, escape hatches, seconds."""
     if reuse and out.exists():
@@ -490,7 +510,10 @@ def run_suite(suite: str, specs: list[Spec], cache: Path, work: Path, reuse: boo
     if suite == "timm":  # timm imports torchvision (ops, datasets): its conversion must be there
         source, added = stage(cache, work, "torchvision", tuple(FOR_TIMM))
         convert(source, work / "out" / "torchvision", not added)
-    source, added = stage(cache, work, suite)
+    if suite == "torchvision" and all(s.quick for s in specs):
+        source, added = stage_subset(cache, work, [s.builder.rpartition(":")[2] for s in specs]), True
+    else:
+        source, added = stage(cache, work, suite)
     conversion = convert(source, work / "out" / suite, reuse and not added)
     for side in ("torch", "flax"):
         (work / f"{suite}-{side}.jsonl").unlink(missing_ok=True)

@@ -17,3 +17,12 @@ def resnet_checkpoint_setup(tmp_path_factory):
     (tmp / "model_flax.py").write_text(pair.conversion.code)
     module = import_source(pair.conversion.code, "ck_resnet_flax")
     return pair, module, tmp
+
+
+LONGEST_FIRST = ("test_real_models.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest test (real models, minutes) first: under `-n 2` it then runs beside the rest
+    instead of after it."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)

@@ -90,3 +90,19 @@ def test_help_lists_every_exit_status(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert all(f"\n  {status}  " in out for status in range(4)) and "RT900" in out and "RT901" in out
+
+
+def test_convert_does_not_load_jax_flax_torch_or_numpy(tmp_path):
+    """`retarget convert` starts in about a second: none of the heavy libraries is imported on its path
+    (JAX alone takes seconds); only `retarget weights` needs them."""
+    import subprocess
+    source = tmp_path / "m.py"
+    source.write_text("import torch.nn as nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+                      "        super().__init__()\n        self.fc = nn.Linear(2, 3)\n\n"
+                      "    def forward(self, x):\n        return self.fc(x).relu()\n")
+    probe = ("import sys\nfrom retarget.cli import main\n"
+             f"code = main(['convert', {str(source)!r}, '-o', {str(tmp_path / 'out.py')!r}, '-q'])\n"
+             "print(code, sorted(m for m in ('jax', 'flax', 'torch', 'numpy', 'optax') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
+    assert "nnx.Linear" in (tmp_path / "out.py").read_text()

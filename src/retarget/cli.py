@@ -391,14 +391,22 @@ def _run_coverage(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _checkpoint_errors(command: str) -> tuple[type[Exception], ...]:
+    """The errors of bad checkpoints, for the command that reads them: importing them loads JAX, which
+    `convert` must not wait for."""
+    if command != "weights":
+        return ()
     from .weights.port import WeightsError
     from .weights.safetensors_io import CheckpointError
+    return CheckpointError, WeightsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         runners = {"weights": _run_weights, "convert": _run_convert, "coverage": _run_coverage}
         return runners[args.command](args)
-    except (CheckpointError, WeightsError) as exc:
+    except _checkpoint_errors(args.command) as exc:
         print(f"\nretarget: error: {exc}", file=sys.stderr)
         print("retarget: nothing was written", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -105,6 +105,7 @@ class _Indexed:
     wrapper: MetadataWrapper | None  # until the torch names are resolved (its metadata is large)
     qualnames: dict = field(default_factory=dict)
     bindings: dict[str, str] = field(default_factory=dict)  # with star imports expanded
+    collector: object = None  # the file's classes and functions, collected once for every round
 
 
 @dataclass
@@ -136,7 +137,8 @@ class ProjectIndex:
 
 def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
     """Record what one file exports, given what is known so far about its imports."""
-    analysis = Analysis(item.tree, item.qualnames, rules, facts.external_for(item.bindings))
+    analysis = Analysis(item.tree, item.qualnames, rules, facts.external_for(item.bindings), item.collector)
+    item.collector = analysis.collector
     found = analysis.run()
     prefix = item.file.module
     for stmt in item.tree.body:

@@ -150,11 +150,15 @@ class _Collector(cst.CSTVisitor):
 class Analysis:
     """Compute `Facts` for one parsed module."""
 
-    def __init__(self, module: cst.Module, qualnames: dict, rules: RuleSet, external: External | None = None):
+    def __init__(self, module: cst.Module, qualnames: dict, rules: RuleSet, external: External | None = None,
+                 collector: _Collector | None = None):
+        """`collector`: what an earlier analysis of the same tree collected (the package analysis runs
+        each file's analysis again as other files' facts grow; what a run adds only grows too)."""
         self.qualnames, self.rules = qualnames, rules
         self.external = external or External()
-        self.collector = _Collector()
-        module.visit(self.collector)
+        self.collector = collector or _Collector()
+        if collector is None:
+            module.visit(self.collector)
 
     def run(self) -> Facts:
         classes = self._module_classes()
