@@ -106,3 +106,21 @@ def test_convert_does_not_load_jax_flax_torch_or_numpy(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
     assert "nnx.Linear" in (tmp_path / "out.py").read_text()
+
+
+def test_output_gets_the_users_umask(tmp_path):
+    """Files 0666 and directories 0777 less the umask, as any tool writes them (the temporary files
+    and directory they are staged in are private)."""
+    import os
+    import stat
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text("import torch.nn as nn\nlayer = nn.ReLU()\n")
+    old = os.umask(0o027)
+    try:
+        assert main(["convert", str(package), "-o", str(tmp_path / "out"), "-q"]) == 0
+        assert main(["convert", str(package / "m.py"), "-o", str(tmp_path / "one.py"), "-q"]) == 0
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)
+    assert (mode(tmp_path / "out"), mode(tmp_path / "out" / "m.py"), mode(tmp_path / "one.py")) == (0o750, 0o640, 0o640)

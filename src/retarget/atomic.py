@@ -21,7 +21,16 @@ def atomic_output(path: Path, mode: str = "wb") -> Iterator[tuple[BinaryIO, Path
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle, Path(tmp)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else permissions(directory=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def permissions(directory: bool) -> int:
+    """The mode a new file or directory gets from the user's umask (temporary files are created 0600,
+    temporary directories 0700: what is moved into place gets what `open`/`mkdir` would have given)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask

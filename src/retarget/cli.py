@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import TARGETS, convert
-from .atomic import atomic_output
+from .atomic import atomic_output, permissions
 from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
 from .isolation import InternalError, input_problem, internal_problem
 
@@ -164,6 +164,7 @@ def _write_tree(results: list[Converted], others: list[Path], root: Path, out: P
     """Build the whole output tree in a temporary sibling, then move it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(staging, permissions(directory=True))
     try:
         for item in results:
             (staging / item.relative).parent.mkdir(parents=True, exist_ok=True)
