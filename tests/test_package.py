@@ -106,7 +106,7 @@ def test_parallel_conversion_is_byte_identical(tmp_path):
         out = tmp_path / f"out{jobs}"
         assert main(["convert", str(PACKAGE), "-o", str(out), "-q", "-j", jobs]) == 0
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.py"))})
-    assert outputs[0] == outputs[1] and len(outputs[0]) == 7
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 8  # 7 files and the helper module
 
 
 def test_parallel_workers_are_used(tmp_path, monkeypatch):
@@ -287,3 +287,59 @@ def test_a_package_attribute_shadowing_its_submodule_still_resolves_the_submodul
                                   "tv.ops.StochasticDepth": "tv.ops.stochastic_depth.StochasticDepth"})
     assert facts.resolve("tv.ops.StochasticDepth") == "tv.ops.stochastic_depth.StochasticDepth"
     assert facts.resolve("tv.ops.stochastic_depth") == "tv.ops.stochastic_depth.stochastic_depth"
+
+
+# -- the package's helper module ---------------------------------------------------------------
+
+def test_helpers_are_written_once_and_imported(converted):
+    """Each helper is defined once, in `_torch_compat.py` at the output's root; the files import what
+    they use from it (absolutely here: the converted tree is not itself a package) and copy nothing in."""
+    out, _, _ = converted
+    compat = (out / "_torch_compat.py").read_text()
+    assert compat.count("\nclass Conv2d(") == 1 and "PyTorch-semantics helpers" in compat
+    for path in (out / "shop").rglob("*.py"):
+        text = path.read_text()
+        assert "copied in by retarget" not in text and "\nclass Conv2d(" not in text, path
+    assert "from _torch_compat import " in (out / "shop" / "layers" / "blocks.py").read_text()
+
+
+def test_a_package_root_imports_its_helpers_relatively_and_scripts_copy_them(tmp_path):
+    """Converting the package itself: `from ._torch_compat import ...` at the top, `.._torch_compat` in
+    a subpackage; a folder of scripts without `__init__.py` (no import reaches the module) copies them.
+    Converting the output again changes nothing."""
+    import shutil
+    source = tmp_path / "shop"
+    shutil.copytree(PACKAGE / "shop", source)
+    (source / "scripts").mkdir()
+    (source / "scripts" / "probe.py").write_text("import torch.nn as nn\n\nlayer = nn.Conv2d(3, 4, 3)\n")
+    out = tmp_path / "out" / "shop"
+    assert main(["convert", str(source), "-o", str(out), "-q"]) == 0
+    assert "from ._torch_compat import " in (out / "model.py").read_text()
+    assert "from .._torch_compat import " in (out / "layers" / "blocks.py").read_text()
+    assert "copied in by retarget" in (out / "scripts" / "probe.py").read_text()
+    modules = _import_shop(out.parent)
+    assert modules["model"].__name__ == "shop.model"
+    again = tmp_path / "again"
+    assert main(["convert", str(out), "-o", str(again), "-q"]) == 0
+    files = lambda root: {p.relative_to(root): p.read_text() for p in root.rglob("*.py")}
+    assert files(again) == files(out)
+
+
+def test_single_file_helpers_module_option(tmp_path):
+    """`--helpers module` on one file writes `_torch_compat.py` beside the output; inline is the default."""
+    source = tmp_path / "net.py"
+    source.write_text("import torch.nn as nn\n\n\ndef make():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n")
+    assert main(["convert", str(source), "-o", str(tmp_path / "out" / "net.py"), "--helpers", "module", "-q"]) == 0
+    assert "from _torch_compat import Conv2d" in (tmp_path / "out" / "net.py").read_text()
+    assert "class Conv2d(" in (tmp_path / "out" / "_torch_compat.py").read_text()
+    assert main(["convert", str(source), "-o", str(tmp_path / "inline.py"), "-q"]) == 0
+    assert "class Conv2d(" in (tmp_path / "inline.py").read_text()
+    sys.path.insert(0, str(tmp_path / "out"))
+    sys.modules.pop("_torch_compat", None)
+    try:
+        net = importlib.import_module("net").make(rngs=nnx.Rngs(0))
+    finally:
+        sys.path.remove(str(tmp_path / "out"))
+        sys.modules.pop("_torch_compat", None)
+        sys.modules.pop("net", None)
+    assert net(np.ones((1, 3, 5, 5), np.float32)).shape == (1, 4, 3, 3)

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import TARGETS, convert
+from . import TARGETS
 from .atomic import atomic_output, permissions
 from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
 from .isolation import InternalError, input_problem, internal_problem
+from .pipeline import convert_source
+from .rewrite.support import MODULE, helper_module
 
 EXIT_CLEAN, EXIT_ESCAPES, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 FILE_PROBLEMS = (INTERNAL, UNREADABLE)
@@ -51,6 +53,7 @@ class Converted:
     code: str
     diagnostics: list[Diagnostic]
     verbatim: bool = False  # written as a byte-for-byte copy of `source` (a file that is not UTF-8)
+    helpers: frozenset[str] = frozenset()  # what it imports from the helper module
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--report-json", metavar="JSON", help="write the report as JSON")
     conv.add_argument("--check", action="store_true",
                       help="write no code; exit 1 if converting would change a file (or, with -o, the output)")
+    conv.add_argument("--helpers", choices=("inline", "module"),
+                      help="where the PyTorch-semantics helpers go: module writes them once, in "
+                           "_torch_compat.py beside the output, and files import them (default for a "
+                           "directory); inline copies them into each file (default for a file)")
     conv.add_argument("-j", "--jobs", type=int, help="worker processes for a directory (default: all cores)")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress or diagnostics on stderr")
     _weights_parser(sub)
@@ -105,7 +112,8 @@ def _read(path: Path) -> str:
         raise ConversionError(f"not UTF-8 text ({exc.reason})", str(path), 1, 1) from None
 
 
-def _convert_one(source: Path | None, relative: Path, text: str, target: str) -> Converted:
+def _convert_one(source: Path | None, relative: Path, text: str, target: str,
+                 helpers_from: str | None = None) -> Converted:
     """One file on its own: a syntax error or an internal error raises (nothing is written)."""
     name = str(source) if source else "<stdin>"
     try:
@@ -113,12 +121,12 @@ def _convert_one(source: Path | None, relative: Path, text: str, target: str) ->
             from .notebook import convert_notebook
             result = convert_notebook(text, name)
         else:
-            result = convert(text, target=target, path=name)
+            result = convert_source(text, name, helpers_from=helpers_from)
     except ConversionError:
         raise
     except Exception as exc:  # a bug in retarget
         raise InternalError(internal_problem(exc, name, consequence="nothing was written")) from exc
-    return Converted(source, relative, text, result.code, result.diagnostics)
+    return Converted(source, relative, text, result.code, result.diagnostics, helpers=result.helpers)
 
 
 def _python_files(root: Path) -> tuple[list[Path], list[Path]]:
@@ -129,17 +137,27 @@ def _python_files(root: Path) -> tuple[list[Path], list[Path]]:
     return python, other
 
 
-def _convert_tree(root: Path, jobs: int | None, quiet: bool) -> tuple[list[Converted], list[Path]]:
-    """A package: cross-file facts first, then every file (in parallel with more than a few)."""
+def _convert_tree(root: Path, jobs: int | None, quiet: bool, helpers: str) -> tuple[list[Converted], list[Path]]:
+    """A package: cross-file facts first, then every file (in parallel with more than a few); with
+    module helpers, the helper module the files import."""
     from .project import convert_files, progress_bar, source_files
     python, other = _python_files(root)
     files = source_files(root, python)
     texts, unreadable = _read_all(files)
     results = convert_files([f for f in files if f.path in texts], texts, jobs=jobs,
-                            progress=None if quiet else progress_bar)
+                            progress=None if quiet else progress_bar, helpers=helpers)
     converted = [Converted(r.file.path, r.file.relative, r.original, r.conversion.code, r.conversion.diagnostics)
-                 for r in results]
-    return sorted([*converted, *unreadable], key=lambda item: item.relative), other
+                 for r in results if r.file.relative != Path(f"{MODULE}.py")]
+    module = _helper_file(root / f"{MODULE}.py", Path(f"{MODULE}.py"), {n for r in results for n in r.conversion.helpers})
+    return sorted([*converted, *unreadable, *module], key=lambda item: item.relative), other
+
+
+def _helper_file(path: Path, relative: Path, names: set[str]) -> list[Converted]:
+    """The helper module the converted files import (none when they need no helper)."""
+    if not names:
+        return []
+    original = path.read_text(encoding="utf-8") if path.is_file() else ""
+    return [Converted(path if path.is_file() else None, relative, original, helper_module(names), [])]
 
 
 def _read_all(files) -> tuple[dict[Path, str], list[Converted]]:
@@ -240,9 +258,13 @@ def _convert_input(args: argparse.Namespace) -> tuple[list[Converted], list[Path
     if root.is_dir():
         if not (args.output or args.diff or args.check):
             raise UsageError(f"{root} is a directory: give an output directory with -o")
-        results, others = _convert_tree(root, args.jobs, args.quiet)
+        results, others = _convert_tree(root, args.jobs, args.quiet, args.helpers or "module")
         return results, others, root
-    return [_convert_one(root, Path(root.name), _read(root), args.to)], [], root
+    if args.helpers == "module" and not args.output:
+        raise UsageError("--helpers module writes _torch_compat.py beside the output: give an output file with -o")
+    one = _convert_one(root, Path(root.name), _read(root), args.to, MODULE if args.helpers == "module" else None)
+    target = Path(args.output or ".").parent / f"{MODULE}.py"
+    return [one, *_helper_file(target, target, set(one.helpers))], [], root
 
 
 def _would_change(results: list[Converted], root: Path | None, output: str | None) -> list[Converted]:
@@ -251,7 +273,10 @@ def _would_change(results: list[Converted], root: Path | None, output: str | Non
     def current(item: Converted) -> str | None:
         if output is None:
             return item.original
-        path = Path(output) / item.relative if root is not None and root.is_dir() else Path(output)
+        if root is not None and root.is_dir():
+            path = Path(output) / item.relative
+        else:  # the file, or the helper module beside it
+            path = Path(output) if item is results[0] else item.relative
         return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
     return [item for item in results if current(item) != item.code]
 
@@ -285,7 +310,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     elif root is not None and root.is_dir():
         _write_tree(results, others, root, Path(args.output))
     elif args.output:
-        _write_atomic(Path(args.output), results[0].code)
+        for item in results:  # the file, and with module helpers the helper module beside it
+            _write_atomic(Path(args.output) if item is results[0] else item.relative, item.code)
     else:
         sys.stdout.write(results[0].code)
     return _report(results, args.quiet)

@@ -20,7 +20,7 @@ from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import TorchNames, dotted, is_torch_name
 from .rewrite.shadowing import alias_statements
-from .rewrite.support import BEGIN, SUPPORT
+from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
 from .rules import RuleSet, default_rules
@@ -31,6 +31,7 @@ class Conversion:
     """The converted source and what could not be converted."""
     code: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    helpers: frozenset[str] = frozenset()  # support helpers the file imports from the package's module
 
     @property
     def clean(self) -> bool:
@@ -74,7 +75,8 @@ def report_imported_helpers(module: cst.Module, helpers: frozenset[str], ctx: Co
     conversion copies in would shadow: reported, like a definition of the user's own (RT109)."""
     for stmt in module.body:
         for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
-            if not isinstance(small, cst.ImportFrom) or is_torch_name(dotted(small.module) if small.module else None):
+            if not isinstance(small, cst.ImportFrom) or is_torch_name(dotted(small.module) if small.module else None) \
+                    or is_helper_import(small):
                 continue
             for alias in small.names if not isinstance(small.names, cst.ImportStar) else ():
                 name = dotted(alias.asname.name if alias.asname else alias.name)
@@ -110,8 +112,10 @@ def torch_qualnames(wrapper: MetadataWrapper, star_names: dict[str, str] | None 
 
 
 def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None,
-                   external: External | None = None) -> Conversion:
-    """Convert one file; `external` carries what the rest of its package says about its imports."""
+                   external: External | None = None, helpers_from: str | None = None) -> Conversion:
+    """Convert one file; `external` carries what the rest of its package says about its imports.
+    The support helpers it needs are copied in, or with `helpers_from` (`.._torch_compat`) imported
+    from the package's helper module, which the caller writes (`helper_module`)."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
     qualnames = torch_qualnames(wrapper, external.torch_names if external else None,
@@ -126,13 +130,18 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   stores=prepass.stores, lone_targets=prepass.lone_targets,
                   writes_param_groups=prepass.param_groups, training=training)
-    converted = wrapper.module.visit(Converter(ctx, prepass))
+    converted, imported = drop_helper_import(wrapper.module.visit(Converter(ctx, prepass)))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
-    helpers = _helper_names(converted, ctx.support & (used | ctx.aliases), ctx)
+    helpers = _helper_names(converted, (ctx.support | imported) & (used | ctx.aliases), ctx)
     report_imported_helpers(wrapper.module, helpers, ctx)
-    rendered = SUPPORT.render(set(helpers)) + alias_statements(ctx.aliases & helpers)
-    converted = drop_file_markers(fix_imports(converted, rendered, SUPPORT.usage(helpers),
-                                              set(external.torch_aliases) if external else set()))
+    aliases = alias_statements(ctx.aliases & helpers)
+    if helpers_from is None:
+        rendered, usage = SUPPORT.render(set(helpers)) + aliases, SUPPORT.usage(helpers)
+    else:
+        rendered, usage = helper_import(helpers_from, helpers) + aliases, (set(), set(helpers))
+    converted = drop_file_markers(fix_imports(converted, rendered, usage,
+                                              set(external.torch_aliases) if external else set(),
+                                              marked=helpers_from is None))
     check(converted.code, path)
     diagnostics = sorted(ctx.diagnostics, key=lambda d: (d.line, d.column, d.code))
-    return Conversion(converted.code, diagnostics)
+    return Conversion(converted.code, diagnostics, helpers if helpers_from is not None else frozenset())

@@ -29,6 +29,7 @@ from .package_imports import ModuleImports, SourceFile, module_imports, package_
 from .package_imports import import_bindings, source_files  # noqa: F401 - part of this module's interface
 from .pipeline import Conversion, convert_source, parse, torch_qualnames
 from .rewrite.facts import Analysis, External
+from .rewrite.support import MODULE
 from .rules import RuleSet, default_rules
 
 T = TypeVar("T")
@@ -202,25 +203,41 @@ def _python_text(file: SourceFile, text: str) -> str:
     return notebook_python(text, str(file.path)) if file.path.suffix == ".ipynb" else text
 
 
-def _convert(text: str, path: str, external: External) -> Conversion:
+def _convert(text: str, path: str, external: External, helpers_from: str | None) -> Conversion:
     if path.endswith(".ipynb"):
         return convert_notebook(text, path, external)
-    return convert_source(text, path, external=external)
+    return convert_source(text, path, external=external, helpers_from=helpers_from)
 
 
-def _convert_job(job: tuple[str, str, External]) -> Conversion:
+def _convert_job(job: tuple[str, str, External, str | None]) -> Conversion:
     """Runs in a worker: whatever goes wrong stays with this file (kept unchanged and reported)."""
-    text, path, external = job
-    return guarded(lambda: _convert(text, path, external), text, path)
+    text, path, external, helpers_from = job
+    return guarded(lambda: _convert(text, path, external, helpers_from), text, path)
+
+
+def helpers_import_path(file: SourceFile) -> str | None:
+    """Where a file of the tree imports the package's helper module from (`.._torch_compat` in a
+    package, `_torch_compat` beside scripts and in the packages of a tree that is not one), or None
+    where no import reaches it (a folder of scripts without `__init__.py`): its helpers are copied in."""
+    root = Path(*file.path.parts[:len(file.path.parts) - len(file.relative.parts)])
+    folders = file.relative.parts[:-1]
+    if file.path.suffix != ".py" or not all((root.joinpath(*folders[:i + 1]) / "__init__.py").exists()
+                                             for i in range(len(folders))):
+        return None
+    return "." * (len(folders) + 1) + MODULE if (root / "__init__.py").exists() else MODULE
 
 
 def convert_files(files: list[SourceFile], texts: dict[Path, str], *, jobs: int | None = None,
-                  progress: Callable[[int, int, SourceFile], None] | None = None) -> list[FileResult]:
+                  progress: Callable[[int, int, SourceFile], None] | None = None,
+                  helpers: str = "inline") -> list[FileResult]:
     """Index the package, then convert every file with the facts about its imports, in parallel
     when there are enough files. Results come back in `files` order: the output is deterministic.
-    A file retarget cannot convert is kept unchanged and reported; the others convert."""
+    A file retarget cannot convert is kept unchanged and reported; the others convert. With
+    `helpers="module"` the files import their helpers from the package's helper module (each
+    result says which), which the caller writes with `helper_module`."""
     index = index_project(files, texts)
-    work = [(texts[f.path], str(f.path), index.external(f)) for f in files]
+    work = [(texts[f.path], str(f.path), index.external(f), helpers_import_path(f) if helpers == "module" else None)
+            for f in files]
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:

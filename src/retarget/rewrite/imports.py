@@ -200,7 +200,7 @@ def names_used(node: cst.CSTNode) -> tuple[set[str], set[str]]:
 
 def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
                 helper_usage: tuple[set[str], set[str]] = (set(), set()),
-                torch_aliases: set[str] = frozenset()) -> cst.Module:
+                torch_aliases: set[str] = frozenset(), marked: bool = True) -> cst.Module:
     """Remove dead torch imports (and dead imports of torch names re-exported by the package); add
     needed JAX imports, then the support helpers."""
     usage = _Usage()
@@ -212,7 +212,7 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
     new = [cst.parse_statement(KNOWN_IMPORTS[n]) for n in needed]
     at = _insert_at(module)
     body = [*module.body[:at], *new, *helpers, *module.body[at:]]
-    if helpers and at + len(new) + len(helpers) < len(body):
+    if marked and helpers and at + len(new) + len(helpers) < len(body):
         follower = body[at + len(new) + len(helpers)]
         body[at + len(new) + len(helpers)] = follower.with_changes(
             leading_lines=[cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(END)),

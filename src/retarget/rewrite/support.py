@@ -16,6 +16,7 @@ SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
                  "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
                  "distributions.py")
+MODULE = "_torch_compat"  # a converted package's helper module: `from ._torch_compat import Conv2d, pad`
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 END = "# --- end of retarget helpers ---"
 
@@ -118,3 +119,41 @@ class _Lazy:
 
 
 SUPPORT = _Lazy()
+
+
+def helper_import(module: str, names) -> list[cst.BaseStatement]:
+    """`from .._torch_compat import Conv2d, pad` (in the helpers' source order); none for no names."""
+    ordered = [n for n in _library().order if n in names]
+    if not ordered:
+        return []
+    return [cst.parse_statement(f"from {module} import {', '.join(ordered)}\n")]
+
+
+def is_helper_import(node: cst.CSTNode) -> bool:
+    """An import from a converted package's helper module (written by an earlier conversion)."""
+    return isinstance(node, cst.ImportFrom) and node.module is not None and (
+        node.module.value if isinstance(node.module, cst.Name) else node.module.attr.value) == MODULE
+
+
+def drop_helper_import(module: cst.Module) -> tuple[cst.Module, set[str]]:
+    """The module without its imports from the helper module, and the names they imported: an earlier
+    conversion's, which this one writes again for the helpers still used."""
+    body, names = [], set()
+    for stmt in module.body:
+        if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and is_helper_import(stmt.body[0]):
+            names |= {a.name.value for a in stmt.body[0].names if isinstance(a.name, cst.Name)}
+            continue
+        body.append(stmt)
+    return (module.with_changes(body=body) if names else module), names
+
+
+def helper_module(names) -> str:
+    """The source of a package's helper module: the helpers `names` need, with their imports."""
+    from .imports import fix_imports
+    library = _library()
+    nodes = library.render(set(names))
+    if nodes:
+        nodes[0] = nodes[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+    header = cst.parse_module(f'"""PyTorch-semantics helpers the converted files of this package import (plain JAX/Flax,\n'
+                              f'written by retarget: {len(library.closure(set(names)))} definitions, only those in use)."""\n')
+    return fix_imports(header, nodes, library.usage(frozenset(names)), marked=False).code
