@@ -80,6 +80,7 @@ class Facts:
     seeded: set[str] = field(default_factory=set)
     external: External = field(default_factory=External)
     top_module_names: set[str] = field(default_factory=set)  # module-level names holding models
+    top_python_names: set[str] = field(default_factory=set)  # module-level sets, lists, dicts (`_registry = set()`)
     factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
 
     def is_module_class(self, name: str | None) -> bool:
@@ -178,6 +179,7 @@ class Analysis:
             func.dicts = _dict_literals(func)
             func.module_names = _module_names(_assignments(func.node), builds)
         facts.top_module_names = _module_names(self.collector.module_assigns, builds)
+        facts.top_python_names = _containers(self.collector.module_assigns)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
         return facts
@@ -515,8 +517,12 @@ def is_python_object(node: cst.BaseExpression) -> bool:
 def _python_objects(func: FunctionFacts, test=None) -> set[str]:
     """Local names and `self.` attributes every assignment in the function binds to a Python container
     (or to what `test` accepts)."""
+    return _containers(_assignments(func.node), test)
+
+
+def _containers(assignments: list[cst.Assign], test=None) -> set[str]:
     found, other = set(), set()
-    for stmt in _assignments(func.node):
+    for stmt in assignments:
         target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
         if target:
             (found if (test or is_python_object)(stmt.value) else other).add(target)

@@ -14,7 +14,7 @@ from pathlib import Path
 import libcst as cst
 
 from ..diagnostics import Escape
-from .shadowing import unshadow
+from .shadowing import local_names, unshadow
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
 from .context import Context
@@ -28,7 +28,8 @@ TENSOR_METHODS = frozenset(
 # Tensor method names that lists, dicts, strings and numpy arrays also have.
 NOT_ONLY_TENSOR = frozenset({"sort", "index", "copy", "append", "extend", "count", "items", "keys", "values",
                              "get", "update", "pop", "format", "join", "strip", "replace", "startswith", "astype",
-                             "reshape", "tolist", "item", "fill", "put", "take", "nonzero", "round", "all", "any"})
+                             "reshape", "tolist", "item", "fill", "put", "take", "nonzero", "round", "all", "any",
+                             "add", "discard", "remove", "clear", "insert", "setdefault"})
 
 
 class Converter(cst.CSTTransformer):
@@ -197,6 +198,9 @@ class Converter(cst.CSTTransformer):
             return is_python_object(receiver)
         if func is not None and name in func.python_names:
             return True
+        if name.split(".")[0] in self.ctx.facts.top_python_names and (
+                func is None or name.split(".")[0] not in local_names(func.node)):
+            return True  # `_leaf_modules.add(m)` on a module-level `_leaf_modules = set()`
         init = self.ctx.facts.functions.get(f"{cls.name}.__init__") if cls is not None else None
         return name.startswith("self.") and init is not None and name in init.python_names
 
