@@ -235,6 +235,8 @@ def test_writing_self_training_sets_this_modules_flag():
 def test_local_names_shadowing_helpers_and_unpacked_tensors():
     """Swin's `shifted_window_attention(..., dropout: float, ...)` calls `F.dropout`: the helper is reached
     by an alias there, not the float; `q, k, v = qkv[0], qkv[1], qkv[2]` are tensors (`k.transpose(-2, -1)`
-    swaps two axes); `self.proj.bias[i:].data.zero_()` writes the layer's parameter, which stays one."""
-    torch_model = matches_torch("window_attention.py", "block", (2, 4, 8))
+    swaps two axes); in a subclass, `self.proj.bias[i:].data.zero_()` on a layer its base built writes
+    the layer's parameter, which stays one."""
+    matches_torch("window_attention.py", "block", (2, 4, 8))
+    torch_model = matches_torch("window_attention.py", "block_v2", (2, 4, 8))
     assert not torch_model.proj.bias[4:].any()

@@ -23,8 +23,6 @@ class Block(nn.Module):
         self.qkv = nn.Parameter(torch.randn(3 * dim, dim) * 0.2)
         self.dropout = 0.1
         self.proj = nn.Linear(dim, dim)
-        length = self.proj.bias.numel() // 2
-        self.proj.bias[length:].data.zero_()  # Swin V2 zeroes the key bias of its qkv layer like this
 
     def forward(self, x):
         return self.proj(window_attention(x, self.qkv, self.heads, dropout=self.dropout, training=self.training))
@@ -32,3 +30,16 @@ class Block(nn.Module):
 
 def block():
     return Block()
+
+
+class BlockV2(Block):
+    """Swin V2 zeroes the key bias of the qkv layer its base class built."""
+
+    def __init__(self):
+        super().__init__()
+        length = self.proj.bias.numel() // 2
+        self.proj.bias[length:].data.zero_()
+
+
+def block_v2():
+    return BlockV2()

@@ -168,6 +168,8 @@ class Analysis:
             self._attribute_types(cls, facts)
             cls.assigned = self._assigned_attrs(cls, facts)
             cls.buffer_attrs = self._buffer_attrs(cls, facts)
+        for cls in classes.values():
+            self._inherit(cls, classes, set())
         facts.factory_attrs = {n for n, ann in self.collector.annotated_attrs if self._builds_module(ann)}
         self._annotated_class_values(facts)
         self._class_valued_params(facts)
@@ -260,6 +262,19 @@ class Analysis:
                 entry = self.value_type(value, facts)
                 if entry:
                     cls.attr_types[f"{attr}.{key}"] = entry
+
+    def _inherit(self, cls: ClassFacts, classes: dict[str, ClassFacts], seen: set[str]) -> None:
+        """Attributes a base class of the file sets in its `__init__` (Swin V2's attention subclass
+        writes the `self.qkv` its base built): the subclass's own assignments win."""
+        seen.add(cls.name)
+        for base in self.collector.classes[cls.name].bases:
+            parent = classes.get(dotted(base.value) or "")
+            if parent is None or parent.name in seen:
+                continue
+            self._inherit(parent, classes, seen)
+            cls.attr_types = {**parent.attr_types, **cls.attr_types}
+            cls.param_attrs |= parent.param_attrs - set(cls.attr_types)
+            cls.buffer_attrs |= parent.buffer_attrs
 
     def _buffer_attrs(self, cls: ClassFacts, facts: Facts) -> set[str]:
         found = set()
