@@ -537,3 +537,29 @@ def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.
         rngs = ", rngs=" + cst.Module([]).code_for_node(ctx.rngs_expr())
     loop = cst.parse_statement(f"for _, module in nnx.iter_modules({receiver}):\n    {fn}(module{rngs})\n")
     return loop.with_changes(leading_lines=updated.leading_lines)
+
+
+def feature_test(ctx: Context, node: cst.Comparison | cst.Call) -> cst.Name | None:
+    """`'silu' in dir(torch.nn.functional)`, `hasattr(F, 'scaled_dot_product_attention')` (timm's checks
+    for what the installed torch offers): whether the converted code has it, a constant."""
+    module, name, negated = _feature_parts(node)
+    qual = ctx.qualnames.get(module) if module is not None else None
+    if qual is None or not isinstance(name, cst.SimpleString):
+        return None
+    full = f"{qual}.{name.evaluated_value}"
+    has = bool(ctx.rules.get("function", full) or ctx.rules.get("module", full))
+    return cst.Name(str(has != negated))
+
+
+def _feature_parts(node) -> tuple:
+    """(module, name, negated) of `name [not] in dir(module)` or `hasattr(module, name)`."""
+    if isinstance(node, cst.Call) and dotted(node.func) == "hasattr" and len(node.args) == 2:
+        return node.args[0].value, node.args[1].value, False
+    if not isinstance(node, cst.Comparison) or len(node.comparisons) != 1:
+        return None, None, False
+    target = node.comparisons[0]
+    call = target.comparator
+    if (not isinstance(target.operator, (cst.In, cst.NotIn)) or not isinstance(call, cst.Call)
+            or dotted(call.func) != "dir" or len(call.args) != 1):
+        return None, None, False
+    return call.args[0].value, node.left, isinstance(target.operator, cst.NotIn)

@@ -88,7 +88,19 @@ class Converter(cst.CSTTransformer):
         return structure.fold_constant_if(updated, elif_branch=original in self.elifs)
 
     # -- expressions -----------------------------------------------------------
+    def visit_Comparison(self, node: cst.Comparison) -> bool:
+        return structure.feature_test(self.ctx, node) is None  # a constant: nothing inside converts
+
+    def leave_Comparison(self, original: cst.Comparison, updated: cst.Comparison) -> cst.BaseExpression:
+        return structure.feature_test(self.ctx, original) or updated
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        return structure.feature_test(self.ctx, node) is None
+
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        test = structure.feature_test(self.ctx, original)
+        if test is not None:
+            return test
         if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
         if self._calls_foreign(original):

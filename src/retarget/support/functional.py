@@ -528,6 +528,51 @@ def gelu(input, approximate="none"):
     return jax.nn.gelu(input, approximate=approximate == "tanh")
 
 
+def torch_relu6(input, inplace=False):
+    """torch.nn.functional.relu6 with torch's signature, for `F.relu6` passed as a value."""
+    return jax.nn.relu6(input)
+
+
+def torch_silu(input, inplace=False):
+    """torch.nn.functional.silu with torch's signature, for `F.silu` passed as a value."""
+    return jax.nn.silu(input)
+
+
+def torch_mish(input, inplace=False):
+    """torch.nn.functional.mish with torch's signature, for `F.mish` passed as a value."""
+    return jax.nn.mish(input)
+
+
+def torch_hardswish(input, inplace=False):
+    """torch.nn.functional.hardswish with torch's signature, for `F.hardswish` passed as a value."""
+    return jax.nn.hard_swish(input)
+
+
+def torch_hardsigmoid(input, inplace=False):
+    """torch.nn.functional.hardsigmoid with torch's signature, for `F.hardsigmoid` passed as a value."""
+    return jax.nn.hard_sigmoid(input)
+
+
+def torch_leaky_relu(input, negative_slope=0.01, inplace=False):
+    """torch.nn.functional.leaky_relu with torch's signature, for `F.leaky_relu` passed as a value."""
+    return jax.nn.leaky_relu(input, negative_slope=negative_slope)
+
+
+def torch_elu(input, alpha=1.0, inplace=False):
+    """torch.nn.functional.elu with torch's signature, for `F.elu` passed as a value."""
+    return jax.nn.elu(input, alpha=alpha)
+
+
+def torch_celu(input, alpha=1.0, inplace=False):
+    """torch.nn.functional.celu with torch's signature, for `F.celu` passed as a value."""
+    return jax.nn.celu(input, alpha=alpha)
+
+
+def torch_selu(input, inplace=False):
+    """torch.nn.functional.selu with torch's signature, for `F.selu` passed as a value."""
+    return jax.nn.selu(input)
+
+
 def embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=None, include_last_offset=False,
                   padding_idx=None):
     """torch.nn.functional.embedding_bag: the sum, mean or maximum of each bag of embeddings (the rows of
