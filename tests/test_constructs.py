@@ -180,7 +180,8 @@ def test_parameters_and_buffers_handed_to_the_files_own_function():
 
 def test_children_in_order_and_sequential_iteration():
     """`named_children()` in assignment order (an IntermediateLayerGetter stops before `fc`, whose
-    weights the checkpoint then lacks), `enumerate`/`len`/slices of an `nn.Sequential` (DeepLabV3)."""
+    weights the checkpoint then lacks), `enumerate`/`len`/slices of an `nn.Sequential` (DeepLabV3), a Sequential subclass iterating over itself
+    (ASPPPooling)."""
     torch_model = matches_torch("layer_getter.py", "net", (3, 4))
     assert "body.fc.weight" not in torch_model.state_dict()
 

@@ -34,6 +34,18 @@ class IntermediateLayerGetter(nn.ModuleDict):
         return out["layer10"]
 
 
+class Pooling(nn.Sequential):
+    """torchvision's ASPPPooling: a Sequential subclass whose forward iterates over itself."""
+
+    def __init__(self, channels):
+        super().__init__(nn.Linear(channels, channels), nn.ReLU())
+
+    def forward(self, x):
+        for mod in self:
+            x = mod(x)
+        return x + len(self)
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -41,9 +53,10 @@ class Net(nn.Module):
         features = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh())
         stages = [i for i, b in enumerate(features) if isinstance(b, nn.Linear)] + [len(features) - 1]
         self.head = features[: stages[1] + 1]  # DeepLabV3's backbone slicing
+        self.pool = Pooling(4)
 
     def forward(self, x):
-        return self.head(self.body(x))
+        return self.pool(self.head(self.body(x)))
 
 
 def net():

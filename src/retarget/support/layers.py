@@ -585,6 +585,16 @@ class NamedSequential(nnx.Module):
             x = getattr(self, name)(x)
         return x
 
+    def __iter__(self):  # `for mod in self:` in a subclass's forward (torchvision's ASPPPooling)
+        return iter([getattr(self, name) for name in self._layer_order])
+
+    def __len__(self):
+        return len(self._layer_order)
+
+    def __getitem__(self, index):
+        layers = [getattr(self, name) for name in self._layer_order]
+        return NamedSequential(*layers[index]) if isinstance(index, slice) else layers[index]
+
 
 def rms_norm(x, normalized_shape, weight=None, eps=None):
     """torch.nn.functional.rms_norm over the trailing `normalized_shape` dims; `eps=None` is the
