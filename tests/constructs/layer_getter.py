@@ -8,6 +8,7 @@ class Backbone(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Linear(4, 4)
+        self.relu = nn.ReLU(inplace=True)  # a child without parameters: a JAX function once converted
         self.layer2 = nn.Linear(4, 4)
         self.layer10 = nn.Linear(4, 4)
         self.fc = nn.Linear(4, 2)  # after the layers a getter needs: left out, as torchvision does
@@ -38,7 +39,7 @@ class Pooling(nn.Sequential):
     """torchvision's ASPPPooling: a Sequential subclass whose forward iterates over itself."""
 
     def __init__(self, channels):
-        super().__init__(nn.Linear(channels, channels), nn.ReLU())
+        super().__init__(nn.Linear(channels, channels), nn.Tanh())
 
     def forward(self, x):
         for mod in self:

@@ -10,6 +10,7 @@ for matrix products. Variable names follow Flax (`kernel`, `scale`, `mean`,
 `var`); the rules say how each maps to the torch checkpoint.
 """
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -510,10 +511,19 @@ def named_children(module):
     """Module.named_children: direct submodules in the order they were assigned (nnx.iter_children
     sorts them by name; torchvision's IntermediateLayerGetter stops at the last layer it needs)."""
     if isinstance(module, nnx.Sequential):  # torch names a Sequential's children "0", "1", ...
-        return [(str(i), layer) for i, layer in enumerate(module.layers) if isinstance(layer, nnx.Module)]
+        return [(str(i), layer) for i, layer in enumerate(module.layers) if _is_layer(layer)]
     order = getattr(module, "_key_order", None) or getattr(module, "_layer_order", None) or list(vars(module))
     children = [(name, getattr(module, name, None)) for name in order if not str(name).startswith("_")]
-    return [(str(name), child) for name, child in children if isinstance(child, nnx.Module)]
+    return [(str(name), child) for name, child in children if _is_layer(child)]
+
+
+def _is_layer(value):
+    """A child layer: a Flax module, or a JAX function standing for a torch layer without parameters
+    (`nn.ReLU()` converts to `jax.nn.relu`; ResNet's `relu` is a child torch's getters run in turn)."""
+    if isinstance(value, partial):
+        value = value.func
+    return isinstance(value, nnx.Module) or (callable(value) and not isinstance(value, type) and (
+        getattr(value, "__module__", None) or "").startswith(("jax.", "jax._src")))
 
 
 def named_modules(module, prefix="", seen=None):
