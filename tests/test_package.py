@@ -343,3 +343,40 @@ def test_single_file_helpers_module_option(tmp_path):
         sys.modules.pop("_torch_compat", None)
         sys.modules.pop("net", None)
     assert net(np.ones((1, 3, 5, 5), np.float32)).shape == (1, 4, 3, 3)
+
+
+def test_a_layer_class_passed_to_another_files_builder_gets_rngs(tmp_path):
+    """timm's registry: `vit_tiny(**kwargs)` calls `build_model_with_cfg(VisionTransformer, ...)` in
+    `_builder.py`, which builds `model_cls(**kwargs)`: that parameter holds a layer class, so the call
+    passes `rngs` (it went missing there, and no timm model built)."""
+    source = tmp_path / "zoo"
+    source.mkdir()
+    (source / "__init__.py").write_text("")
+    (source / "_builder.py").write_text(
+        "def build_model_with_cfg(model_cls, variant, cfg=None, **kwargs):\n"
+        "    model = model_cls(**kwargs) if cfg is None else model_cls(cfg=cfg, **kwargs)\n"
+        "    model.variant = variant\n    return model\n")
+    (source / "net.py").write_text(
+        "import torch.nn as nn\n\nfrom ._builder import build_model_with_cfg\n\n\n"
+        "class Net(nn.Module):\n    def __init__(self, width=4, num_classes=2):\n        super().__init__()\n"
+        "        self.fc = nn.Sequential(nn.Linear(3, width), nn.GELU(), nn.Linear(width, num_classes))\n\n"
+        "    def forward(self, x):\n        return self.fc(x)\n\n\n"
+        "def net_small(**kwargs):\n    return build_model_with_cfg(Net, 'net_small', **dict(dict(width=8), **kwargs))\n")
+    out = tmp_path / "out" / "zoo"
+    assert main(["convert", str(source), "-o", str(out), "-q"]) == 0
+    assert "model_cls(**kwargs, rngs=rngs)" in (out / "_builder.py").read_text()
+
+    def load(root):
+        for name in [m for m in sys.modules if m == "zoo" or m.startswith("zoo.")]:
+            del sys.modules[name]
+        sys.path.insert(0, str(root))
+        try:
+            return importlib.import_module("zoo.net")
+        finally:
+            sys.path.remove(str(root))
+    torch.manual_seed(0)
+    original = load(tmp_path).net_small(num_classes=3)
+    converted = load(tmp_path / "out").net_small(num_classes=3, rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), converted)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(converted(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -43,10 +43,12 @@ class ProjectFacts:
     module_classes: dict[str, str | None] = field(default_factory=dict)
     rngs_functions: set[str] = field(default_factory=set)
     aliases: dict[str, str] = field(default_factory=dict)
+    class_args: dict[str, set[str]] = field(default_factory=dict)  # function -> params given layer classes
     _member_index: tuple[int, dict] = field(default=(-1, {}), repr=False, compare=False)
 
     def size(self) -> int:
-        return len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
+        return (len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
+                + sum(len(v) for v in self.class_args.values()))
 
     def resolve(self, name: str) -> str:
         """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
@@ -76,6 +78,23 @@ class ProjectFacts:
             for member in members.get(resolved, ()):
                 self._note(external, f"{local}.{member}", f"{resolved}.{member}")
         return external
+
+    def class_args_of(self, module: str) -> dict[str, set[str]]:
+        """The class arguments other files pass to the functions of `module`, by function name."""
+        prefix = module + "."
+        return {name[len(prefix):]: markers for name, markers in self.class_args.items()
+                if name.startswith(prefix) and "." not in name[len(prefix):]}
+
+    def note_class_args(self, bindings: dict[str, str], found: list[tuple[str, str]]) -> None:
+        """Record `f(LayerClass, ...)` calls to functions other files define (by their full names)."""
+        for name, marker in found:
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):
+                head = ".".join(parts[:cut])
+                if head in bindings:
+                    full = self.resolve(".".join([bindings[head], *parts[cut:]]))
+                    self.class_args.setdefault(full, set()).add(marker)
+                    break
 
     def _note(self, external: External, local: str, name: str) -> None:
         if name.split(".")[0] == "torch":
@@ -133,14 +152,18 @@ class ProjectIndex:
     def external(self, file: SourceFile) -> External:
         external = self.facts.external_for(self.bindings.get(file.path, {}))
         external.torch_names = self.torch_names.get(file.path, {})
+        external.class_args = self.facts.class_args_of(file.module)
         return external
 
 
 def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
     """Record what one file exports, given what is known so far about its imports."""
-    analysis = Analysis(item.tree, item.qualnames, rules, facts.external_for(item.bindings), item.collector)
+    external = facts.external_for(item.bindings)
+    external.class_args = facts.class_args_of(item.file.module)
+    analysis = Analysis(item.tree, item.qualnames, rules, external, item.collector)
     item.collector = analysis.collector
     found = analysis.run()
+    facts.note_class_args(item.bindings, analysis.class_args(found))
     prefix = item.file.module
     for stmt in item.tree.body:
         if isinstance(stmt, cst.ClassDef) and stmt.name.value in found.classes:

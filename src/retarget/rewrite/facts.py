@@ -62,7 +62,9 @@ class External:
     to its torch layer base (or None); `rngs_functions` are imported functions that build layers;
     `torch_names` maps names a star import binds to torch's (`nn` -> `torch.nn`); `torch_aliases`
     maps names imported from a file of the package that are torch APIs there (re-exports such as
-    `from .utils import load_state_dict_from_url`)."""
+    `from .utils import load_state_dict_from_url`); `class_args` maps this file's own functions to the
+    parameters other files pass layer classes to (`#0` for the first positional one, or a keyword:
+    timm's `build_model_with_cfg(VisionTransformer, ...)` makes its `model_cls` a layer class)."""
 
     def __init__(self, modules: dict[str, str | None] | None = None, rngs_functions: set[str] | None = None,
                  torch_names: dict[str, str] | None = None, torch_aliases: dict[str, str] | None = None):
@@ -70,6 +72,7 @@ class External:
         self.rngs_functions = rngs_functions or set()
         self.torch_names = torch_names or {}
         self.torch_aliases = torch_aliases or {}
+        self.class_args: dict[str, set[str]] = {}
 
 
 @dataclass
@@ -172,6 +175,7 @@ class Analysis:
             self._inherit(cls, classes, set())
         facts.factory_attrs = {n for n, ann in self.collector.annotated_attrs if self._builds_module(ann)}
         self._annotated_class_values(facts)
+        self._external_class_args(facts)
         self._class_valued_params(facts)
         builds = self.model_call_test(facts)
         for func in facts.functions.values():
@@ -332,6 +336,30 @@ class Analysis:
         """`Callable[..., nn.Module]`, `Optional[Callable[..., nn.Module]]`, `type[nn.Module]`."""
         return mentions(annotation, lambda n: self.qualnames.get(n) == "torch.nn.Module") and mentions(
             annotation, lambda n: isinstance(n, cst.Name) and n.value in ("Callable", "type", "Type"))
+
+    def class_args(self, facts: Facts) -> list[tuple[str, str]]:
+        """(called name, `#i` or keyword) for each layer class this file passes to a function it calls."""
+        found = []
+        for func in facts.functions.values():
+            for call in func.calls:
+                name = dotted(call.func)
+                if not name or name.startswith("self.") or name in facts.functions or facts.is_module_class(name):
+                    continue
+                for i, arg in enumerate(call.args):
+                    if not arg.star and self._is_class_value(arg.value, func, facts):
+                        found.append((name, arg.keyword.value if arg.keyword else f"#{i}"))
+        return found
+
+    def _external_class_args(self, facts: Facts) -> None:
+        """Parameters of this file's functions that other files pass layer classes to."""
+        for key, markers in self.external.class_args.items():
+            func = facts.functions.get(key)
+            for marker in markers if func is not None and func.owner is None else ():
+                index = int(marker[1:]) if marker.startswith("#") else None
+                if index is None and marker in func.params:
+                    func.class_values.add(marker)
+                elif index is not None and index < len(func.params):
+                    func.class_values.add(func.params[index])
 
     def _annotated_class_values(self, facts: Facts) -> None:
         """Parameters annotated as layer factories hold layer classes (`block: Callable[..., nn.Module]`)."""
