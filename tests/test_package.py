@@ -380,3 +380,39 @@ def test_a_layer_class_passed_to_another_files_builder_gets_rngs(tmp_path):
     retarget.port_weights(original.state_dict(), converted)
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(converted(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_classes_from_factories_of_other_files_get_rngs(tmp_path):
+    """timm's `norm_act_layer = get_norm_act_layer(norm_layer, act_layer)` (a function of another file
+    returning a layer class) and `linear_layer = partial(nn.Conv2d, kernel_size=1) if use_conv else
+    nn.Linear`: both are layer classes, built with `rngs`."""
+    source = tmp_path / "kit"
+    source.mkdir()
+    (source / "__init__.py").write_text("")
+    (source / "create.py").write_text(
+        "import torch.nn as nn\n\n\ndef get_norm_layer(name):\n    layer = nn.LayerNorm if name == 'ln' else None\n"
+        "    if layer is None:\n        layer = nn.Identity\n    return layer\n")
+    (source / "mlp.py").write_text(
+        "from functools import partial\n\nimport torch.nn as nn\n\nfrom .create import get_norm_layer\n\n\n"
+        "class Mlp(nn.Module):\n    def __init__(self, dim, use_conv=False, norm='ln'):\n        super().__init__()\n"
+        "        linear_layer = partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear\n"
+        "        norm_layer = get_norm_layer(norm)\n"
+        "        self.fc = linear_layer(dim, dim)\n        self.norm = norm_layer(dim)\n\n"
+        "    def forward(self, x):\n        return self.norm(self.fc(x))\n")
+    out = tmp_path / "out" / "kit"
+    assert main(["convert", str(source), "-o", str(out), "-q"]) == 0
+
+    def load(root):
+        for name in [m for m in sys.modules if m == "kit" or m.startswith("kit.")]:
+            del sys.modules[name]
+        sys.path.insert(0, str(root))
+        try:
+            return importlib.import_module("kit.mlp")
+        finally:
+            sys.path.remove(str(root))
+    torch.manual_seed(0)
+    original = load(tmp_path).Mlp(4)
+    converted = load(tmp_path / "out").Mlp(4, rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), converted)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(converted(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -44,16 +44,17 @@ class ProjectFacts:
     rngs_functions: set[str] = field(default_factory=set)
     aliases: dict[str, str] = field(default_factory=dict)
     class_args: dict[str, set[str]] = field(default_factory=dict)  # function -> params given layer classes
+    class_functions: set[str] = field(default_factory=set)  # functions returning layer classes
     _member_index: tuple[int, dict] = field(default=(-1, {}), repr=False, compare=False)
 
     def size(self) -> int:
         return (len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
-                + sum(len(v) for v in self.class_args.values()))
+                + sum(len(v) for v in self.class_args.values()) + len(self.class_functions))
 
     def resolve(self, name: str) -> str:
         """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
         for _ in range(32):  # re-export chains are short; a cycle must not hang
-            if name in self.module_classes or name in self.rngs_functions:
+            if name in self.module_classes or name in self.rngs_functions or name in self.class_functions:
                 return name  # a definition
             parts = name.split(".")
             for cut in range(len(parts), 0, -1):
@@ -103,6 +104,8 @@ class ProjectFacts:
             external.modules[local] = self.module_classes[name]
         if name in self.rngs_functions:
             external.rngs_functions.add(local)
+        if name in self.class_functions:
+            external.class_functions.add(local)
 
     def _members(self) -> dict[str, list[str]]:
         """Exported names by parent module; rebuilt only when the facts grew (they never shrink)."""
@@ -110,7 +113,7 @@ class ProjectFacts:
             return self._member_index[1]
         members: dict[str, list[str]] = defaultdict(list)
         reexported = [k for k in self.aliases if self.resolve(k).split(".")[0] == "torch"]
-        for name in (*self.module_classes, *self.rngs_functions, *reexported):
+        for name in (*self.module_classes, *self.rngs_functions, *self.class_functions, *reexported):
             parent, _, member = name.rpartition(".")
             members[parent].append(member)
         self._member_index = (self.size(), members)
@@ -170,6 +173,8 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
             facts.module_classes[f"{prefix}.{stmt.name.value}"] = found.classes[stmt.name.value].layer_base
         elif isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.rngs_functions:
             facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.class_functions:
+            facts.class_functions.add(f"{prefix}.{stmt.name.value}")
 
 
 def _attempt(index: ProjectIndex, file: SourceFile, step: Callable[[], T]) -> T | None:

@@ -46,6 +46,21 @@ class FunctionFacts:
     module_names: set[str] = field(default_factory=set)
 
 
+def _returns(func: cst.FunctionDef) -> list[cst.Return]:
+    """The `return <value>` statements of a function (not of functions nested in it)."""
+    found: list[cst.Return] = []
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is func
+
+        def visit_Return(self, node: cst.Return) -> None:
+            if node.value is not None:
+                found.append(node)
+    func.visit(_Visitor())
+    return found
+
+
 def _bound_names(target: cst.BaseExpression) -> set[str]:
     """The plain names an assignment target binds: `x`, `a, (b, *c)`; none for `self.x` or `x[i]`."""
     if isinstance(target, cst.Name):
@@ -73,6 +88,7 @@ class External:
         self.torch_names = torch_names or {}
         self.torch_aliases = torch_aliases or {}
         self.class_args: dict[str, set[str]] = {}
+        self.class_functions: set[str] = set()  # imported functions that return layer classes
 
 
 @dataclass
@@ -84,6 +100,7 @@ class Facts:
     external: External = field(default_factory=External)
     top_module_names: set[str] = field(default_factory=set)  # module-level names holding models
     top_python_names: set[str] = field(default_factory=set)  # module-level sets, lists, dicts (`_registry = set()`)
+    class_functions: set[str] = field(default_factory=set)  # functions returning layer classes (`get_norm_act_layer`)
     factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
 
     def is_module_class(self, name: str | None) -> bool:
@@ -325,6 +342,11 @@ class Analysis:
             return any(self._is_class_value(side, func, facts) for side in (node.left, node.right))
         if isinstance(node, cst.Call) and dotted(node.func) in ("partial", "functools.partial") and node.args:
             return self._is_class_value(node.args[0].value, func, facts)
+        if isinstance(node, cst.IfExp):  # `partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear`
+            return any(self._is_class_value(side, func, facts) for side in (node.body, node.orelse))
+        if isinstance(node, cst.Call) and (dotted(node.func) in facts.class_functions
+                                           or dotted(node.func) in self.external.class_functions):
+            return True  # `norm_act_layer = get_norm_act_layer(norm_layer, act_layer)`
         if isinstance(node, (cst.List, cst.Tuple)) and node.elements:  # `blocks = [BasicConv2d, Inception]`
             return all(self._is_class_value(e.value, func, facts) for e in node.elements)
         if isinstance(node, cst.Subscript):  # `conv_block = blocks[0]`
@@ -380,6 +402,10 @@ class Analysis:
                         changed = True
                 for call in func.calls:
                     changed |= self._mark_callee_params(call, func, facts)
+                if func.owner is None and func.key not in facts.class_functions and any(
+                        self._is_class_value(ret.value, func, facts) for ret in _returns(func.node)):
+                    facts.class_functions.add(func.key)
+                    changed = True
 
     def _callee(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> FunctionFacts | None:
         name = dotted(call.func)
