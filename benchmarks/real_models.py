@@ -108,14 +108,17 @@ TIMM = [_timm(n) for n in [
     "mobilenetv2_050", "convnext_atto", "convnextv2_atto", "regnetx_002", "regnety_002", "rexnet_100",
     "ghostnet_050", "mixnet_s", "mnasnet_small", "fbnetc_100", "spnasnet_100", "lcnet_050", "hrnet_w18_small",
     "dla34", "dpn48b", "cspresnet50", "cspdarknet53", "darknet17", "dm_nfnet_f0", "nf_resnet26", "vovnet39a",
-    "ese_vovnet19b_dw", "xception41", "inception_v3", "inception_v4", "res2net50_14w_8s", "resnest14d",
+    "ese_vovnet19b_dw", "xception41", "res2net50_14w_8s", "resnest14d",
     "selecsls42b", "hardcorenas_a", "tinynet_e", "repvgg_a0", "densenet121", "vgg11_bn", "gernet_s",
     "poolformer_s12", "poolformerv2_s12", "mobilevit_xxs", "mobilevitv2_050", "edgenext_xx_small",
-    "efficientformer_l1", "efficientformerv2_s0", "fastvit_t8", "ghostnetv2_100", "repghostnet_050",
-    "mobileone_s0", "tresnet_m", "levit_128s",
-]] + [_timm(n, (2, 3, 32, 32), img_size=32) for n in [
+    "fastvit_t8", "ghostnetv2_100", "repghostnet_050", "mobileone_s0", "tresnet_m",
+]] + [  # models whose layers are sized for their input: inputs (or img_size) they accept
+    _timm("inception_v3", (2, 3, 139, 139)), _timm("inception_v4", (2, 3, 139, 139)),
+    _timm("efficientformer_l1", (2, 3, 224, 224)), _timm("efficientformerv2_s0", img_size=64),
+    _timm("levit_128s", img_size=64), _timm("crossvit_tiny_240", (2, 3, 240, 240)),
+] + [_timm(n, (2, 3, 32, 32), img_size=32) for n in [
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "beit_base_patch16_224",
-    "cait_xxs24_224", "mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224", "crossvit_tiny_240", "coat_lite_tiny",
+    "cait_xxs24_224", "mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224", "coat_lite_tiny",
     "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_224", "pit_ti_224", "tnt_s_patch16_224", "convit_tiny",
     "twins_svt_small", "xcit_nano_12_p16_224", "sequencer2d_s", "eva02_tiny_patch14_224", "deit3_small_patch16_224",
 ]]

@@ -41,14 +41,15 @@ class _Usage(cst.CSTVisitor):
     def __init__(self) -> None:
         self.used: set[str] = set()
         self.bound: set[str] = set()
+        self._depth = 0  # inside functions and classes: imports there bind nothing at module level
 
     def visit_Import(self, node: cst.Import) -> bool:
-        for alias in node.names:
+        for alias in node.names if not self._depth else ():
             self.bound.add((dotted(alias.asname.name) if alias.asname else dotted(alias.name)).split(".")[0])
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-        if not isinstance(node.names, cst.ImportStar):
+        if not isinstance(node.names, cst.ImportStar) and not self._depth:
             for alias in node.names:
                 self.bound.add(dotted(alias.asname.name) if alias.asname else dotted(alias.name))
         return False
@@ -62,9 +63,17 @@ class _Usage(cst.CSTVisitor):
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.bound.add(node.name.value)
+        self._depth += 1
+
+    def leave_ClassDef(self, node: cst.ClassDef) -> None:
+        self._depth -= 1
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.bound.add(node.name.value)
+        self._depth += 1
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._depth -= 1
 
 
 def _is_torch(module_name: str | None) -> bool:
