@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).parent / "package"
 
 def _import_shop(root: Path):
     """Import `shop` from `root` (the original and the converted package share the name)."""
-    for name in [m for m in sys.modules if m == "shop" or m.startswith("shop.")]:
+    for name in [m for m in sys.modules if m in ("shop", "_torch_compat") or m.startswith("shop.")]:
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
@@ -194,7 +194,7 @@ class FlatNet(nn.Module):
 
 def _import_unet(root: Path):
     """`unet.model` (the package on sys.path) and `flat` (its directory on sys.path, as a script has)."""
-    for name in [m for m in sys.modules if m.split(".")[0] in ("unet", "parts", "flat")]:
+    for name in [m for m in sys.modules if m.split(".")[0] in ("unet", "parts", "flat", "_torch_compat")]:
         del sys.modules[name]
     sys.path[:0] = [str(root), str(root / "unet")]
     try:
