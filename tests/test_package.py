@@ -289,6 +289,18 @@ def test_a_package_attribute_shadowing_its_submodule_still_resolves_the_submodul
     assert facts.resolve("tv.ops.stochastic_depth") == "tv.ops.stochastic_depth.stochastic_depth"
 
 
+def _import_module(root: Path, module: str):
+    """`module` imported afresh from the tree at `root` (with the helper module it imports)."""
+    package = module.split(".")[0]
+    for name in [m for m in sys.modules if m.split(".")[0] in (package, "_torch_compat")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(root))
+
+
 # -- the package's helper module ---------------------------------------------------------------
 
 def test_helpers_are_written_once_and_imported(converted):
@@ -366,14 +378,7 @@ def test_a_layer_class_passed_to_another_files_builder_gets_rngs(tmp_path):
     assert main(["convert", str(source), "-o", str(out), "-q"]) == 0
     assert "model_cls(**kwargs, rngs=rngs)" in (out / "_builder.py").read_text()
 
-    def load(root):
-        for name in [m for m in sys.modules if m == "zoo" or m.startswith("zoo.")]:
-            del sys.modules[name]
-        sys.path.insert(0, str(root))
-        try:
-            return importlib.import_module("zoo.net")
-        finally:
-            sys.path.remove(str(root))
+    load = lambda root: _import_module(root, "zoo.net")
     torch.manual_seed(0)
     original = load(tmp_path).net_small(num_classes=3)
     converted = load(tmp_path / "out").net_small(num_classes=3, rngs=nnx.Rngs(0))
@@ -402,14 +407,7 @@ def test_layer_classes_from_factories_of_other_files_get_rngs(tmp_path):
     out = tmp_path / "out" / "kit"
     assert main(["convert", str(source), "-o", str(out), "-q"]) == 0
 
-    def load(root):
-        for name in [m for m in sys.modules if m == "kit" or m.startswith("kit.")]:
-            del sys.modules[name]
-        sys.path.insert(0, str(root))
-        try:
-            return importlib.import_module("kit.mlp")
-        finally:
-            sys.path.remove(str(root))
+    load = lambda root: _import_module(root, "kit.mlp")
     torch.manual_seed(0)
     original = load(tmp_path).Mlp(4)
     converted = load(tmp_path / "out").Mlp(4, rngs=nnx.Rngs(0))
