@@ -241,3 +241,15 @@ def test_local_names_shadowing_helpers_and_unpacked_tensors():
     matches_torch("window_attention.py", "block", (2, 4, 8))
     torch_model = matches_torch("window_attention.py", "block_v2", (2, 4, 8))
     assert not torch_model.proj.bias[4:].any()
+
+
+def test_layer_classes_chosen_at_run_time():
+    """A registry, kwargs dicts of classes, `se_layer=None` given a class, tables of torch layers: those
+    layers get their builder's `rngs` (`@default_rngs`); built alone they ask for one clearly."""
+    matches_torch("run_time_layers.py", "net", (2, 8))
+    _, flax_mod, _ = convert_pair("run_time_layers.py")
+    model = flax_mod.Net(rngs=nnx.Rngs(0))
+    assert type(model.blocks[0].se).__name__ == "SE" and type(model.blocks[1]).__name__ == "Mixer"
+    with pytest.raises(TypeError, match=r"Block\(\.\.\.\) needs rngs=nnx.Rngs"):
+        flax_mod.Block(8)
+    assert flax_mod.Block(8, rngs=nnx.Rngs(1)).fc.kernel.shape == (8, 8)

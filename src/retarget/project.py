@@ -45,11 +45,12 @@ class ProjectFacts:
     aliases: dict[str, str] = field(default_factory=dict)
     class_args: dict[str, set[str]] = field(default_factory=dict)  # function -> params given layer classes
     class_functions: set[str] = field(default_factory=set)  # functions returning layer classes
+    dynamic: bool = False  # some file builds layers its analysis cannot follow (`Facts.dynamic`)
     _member_index: tuple[int, dict] = field(default=(-1, {}), repr=False, compare=False)
 
     def size(self) -> int:
         return (len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
-                + sum(len(v) for v in self.class_args.values()) + len(self.class_functions))
+                + sum(len(v) for v in self.class_args.values()) + len(self.class_functions) + self.dynamic)
 
     def resolve(self, name: str) -> str:
         """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
@@ -73,6 +74,7 @@ class ProjectFacts:
         """The facts about one file's imports, keyed by the local dotted names the file uses."""
         members = self._members()
         external = External()
+        external.dynamic = self.dynamic
         for local, target in bindings.items():
             resolved = self.resolve(target)
             self._note(external, local, resolved)
@@ -167,6 +169,7 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
     item.collector = analysis.collector
     found = analysis.run()
     facts.note_class_args(item.bindings, analysis.class_args(found))
+    facts.dynamic |= found.dynamic
     prefix = item.file.module
     for stmt in item.tree.body:
         if isinstance(stmt, cst.ClassDef) and stmt.name.value in found.classes:

@@ -89,6 +89,7 @@ class External:
         self.torch_aliases = torch_aliases or {}
         self.class_args: dict[str, set[str]] = {}
         self.class_functions: set[str] = set()  # imported functions that return layer classes
+        self.dynamic = False  # some file of the package builds layers its analysis cannot follow
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Facts:
     top_python_names: set[str] = field(default_factory=set)  # module-level sets, lists, dicts (`_registry = set()`)
     class_functions: set[str] = field(default_factory=set)  # functions returning layer classes (`get_norm_act_layer`)
     factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
+    dynamic: bool = False  # builds layers the analysis cannot follow (the package, when converting one)
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -115,7 +117,7 @@ def _is_stub(node: cst.FunctionDef) -> bool:
         for s in stmt.body) for stmt in body)
 
 
-def _params(node: cst.FunctionDef) -> list[str]:
+def param_names(node: cst.FunctionDef) -> list[str]:
     p = node.params
     return [a.name.value for a in (*p.posonly_params, *p.params, *p.kwonly_params)]
 
@@ -153,7 +155,7 @@ class _Collector(cst.CSTVisitor):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         owner = self._class[-1] if self._class and not self._func else None
         key = f"{owner}.{node.name.value}" if owner else node.name.value
-        facts = FunctionFacts(key, node, owner, _params(node))
+        facts = FunctionFacts(key, node, owner, param_names(node))
         if key not in self.functions or _is_stub(self.functions[key].node):  # an overload stub gives way
             self.functions[key] = facts
         self._func.append(facts)
@@ -205,7 +207,28 @@ class Analysis:
         facts.top_python_names = _containers(self.collector.module_assigns)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
+        facts.dynamic = self.external.dynamic or any(self._builds_unseen(f, facts) for f in facts.functions.values())
         return facts
+
+    def _builds_unseen(self, func: FunctionFacts, facts: Facts) -> bool:
+        """Whether `func` may build a layer the analysis cannot follow, so gives it no `rngs`: in a
+        constructor or layer builder, a call of a parameter, a local, a subscript or a call's result
+        (`se_layer(dim)` with `se_layer=None`, `_registry[name](dim)`, `getattr(nn, kind)(...)`); in any
+        other function, a call of an entry of a module-level container or of `getattr(...)`."""
+        builder = func.node.name.value == "__init__" or func.key in facts.rngs_functions
+        local = {*func.params, *(n for n, _ in _local_bindings(func.node))} - {"self", "cls", *facts.functions}
+        for call in func.calls:
+            if any(a.keyword and a.keyword.value == "rngs" for a in call.args) or self.needs_rngs(
+                    call, func, facts, facts.rngs_functions):
+                continue
+            target = call.func
+            if builder and (isinstance(target, (cst.Subscript, cst.Call))
+                            or (isinstance(target, cst.Name) and target.value in local)):
+                return True
+            if (isinstance(target, cst.Subscript) and dotted(target.value) in facts.top_python_names) or (
+                    isinstance(target, cst.Call) and dotted(target.func) == "getattr"):
+                return True
+        return False
 
     def _seeded(self, facts: Facts) -> set[str]:
         """Functions (and `<module>`) that make their own `rngs`: they call `torch.manual_seed`, or

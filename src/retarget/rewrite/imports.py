@@ -14,7 +14,10 @@ KNOWN_IMPORTS = {
     "jax": "import jax",
     "jnp": "import jax.numpy as jnp",
     "nnx": "from flax import nnx",
+    "functools": "import functools",
+    "inspect": "import inspect",
     "math": "import math",
+    "threading": "import threading",
     "partial": "from functools import partial",
     "typing": "import typing",
     "os": "import os",
@@ -31,7 +34,7 @@ KNOWN_IMPORTS = {
     "urllib": "import urllib.request",
     "einops": "import einops",
 }
-ORDER = ["math", "os", "pickle", "re", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+ORDER = ["functools", "inspect", "math", "os", "pickle", "re", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
          "einops", "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 

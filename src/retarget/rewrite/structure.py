@@ -13,8 +13,9 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts, mentions
+from .facts import FunctionFacts, mentions, param_names
 from .names import dotted
+from .support import SCOPED
 from .template import Template, parenthesize
 
 TRAINING = "(not self.deterministic)"
@@ -99,7 +100,18 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
         optional = (in_module and func.node.name.value == "__init__" and not _reads_rngs(updated.body)
                     and not (ctx.module_class and ctx.module_class.keeps_rngs))
         updated = add_rngs_param(updated, optional)
+    if in_module and func.node.name.value == "__init__" and ctx.facts.dynamic:
+        updated = _default_rngs(ctx, updated)
     return updated
+
+
+def _default_rngs(ctx: Context, init: cst.FunctionDef) -> cst.FunctionDef:
+    """`@default_rngs` on a constructor taking `rngs`, where the code builds layers the analysis cannot
+    follow (run-time registries, kwargs dicts): those get their builder's `rngs`."""
+    if "rngs" not in param_names(init) or any(dotted(d.decorator) == SCOPED for d in init.decorators):
+        return init
+    ctx.support.add(SCOPED)
+    return init.with_changes(decorators=[cst.Decorator(cst.Name(SCOPED)), *init.decorators])
 
 
 def _reads_rngs(body: cst.BaseSuite) -> bool:

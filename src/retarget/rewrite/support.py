@@ -12,6 +12,8 @@ from pathlib import Path
 
 import libcst as cst
 
+from .names import dotted
+
 SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
                  "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
@@ -19,6 +21,7 @@ SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py",
 MODULE = "_torch_compat"  # a converted package's helper module: `from ._torch_compat import Conv2d, pad`
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 END = "# --- end of retarget helpers ---"
+SCOPED = "default_rngs"  # the decorator of constructors whose `rngs` defaults to their builder's
 
 
 class _Names(cst.CSTVisitor):
@@ -64,17 +67,31 @@ def _torch_layout() -> cst.BaseStatement:
 GENERATED = {"TORCH_LAYOUT": _torch_layout}
 
 
+class _DropDefaultRngs(cst.CSTTransformer):
+    """Helper layers without their `@default_rngs`: output that builds every layer with an explicit
+    `rngs` has no use for it."""
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        kept = [d for d in updated.decorators if dotted(d.decorator) != SCOPED]
+        return updated.with_changes(decorators=kept) if len(kept) != len(updated.decorators) else updated
+
+
 class SupportLibrary:
-    """Top-level support definitions, their order and their dependencies."""
+    """Top-level support definitions, their order and their dependencies. A definition using
+    `@default_rngs` is kept in two forms: with it (`scoped`, for output that uses `default_rngs`
+    itself) and without."""
 
     def __init__(self, files: tuple[str, ...] = SUPPORT_FILES):
         self.definitions: dict[str, cst.CSTNode] = {}
+        self.scoped: dict[str, cst.CSTNode] = {}
         for name in files:
             module = cst.parse_module((SUPPORT_DIR / name).read_text())
             for stmt in module.body:
                 name = _defined_name(stmt)
                 if name:
-                    self.definitions[name] = stmt
+                    self.definitions[name] = stmt.visit(_DropDefaultRngs())
+                    if not self.definitions[name].deep_equals(stmt):
+                        self.scoped[name] = stmt
         self.order = list(self.definitions)
         self.deps = {name: self._references(node) - {name} for name, node in self.definitions.items()}
 
@@ -101,7 +118,8 @@ class SupportLibrary:
 
     def render(self, names: set[str]) -> list[cst.BaseStatement]:
         """Statements defining `names` (and dependencies), the first one headed by a marker comment."""
-        nodes = [GENERATED[n]() if n in GENERATED else self.definitions[n] for n in self.closure(names)]
+        forms = {**self.definitions, **self.scoped} if SCOPED in names else self.definitions
+        nodes = [GENERATED[n]() if n in GENERATED else forms[n] for n in self.closure(names)]
         if nodes:
             nodes[0] = nodes[0].with_changes(leading_lines=[
                 cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(BEGIN))])

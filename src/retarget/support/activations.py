@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import embedding, hardshrink, softmin, softplus, softshrink, tanhshrink, torch_threshold
+from .layers import default_rngs
 
 
 class _Activation(nnx.Module):
@@ -145,6 +146,7 @@ class Threshold(_Activation):
 class TorchLinear(nnx.Linear):
     """nnx.Linear with torch's constructor signature, for layer classes passed as values (`mlp_layer=nn.Linear`)."""
 
+    @default_rngs
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
         super().__init__(in_features, out_features, use_bias=bias, rngs=rngs)
 
@@ -153,6 +155,7 @@ class TorchLayerNorm(nnx.LayerNorm):
     """nnx.LayerNorm with torch's constructor signature and defaults (`norm_layer=nn.LayerNorm`). A list or
     tuple `normalized_shape` normalizes over that many trailing dims, with weight and bias of that shape."""
 
+    @default_rngs
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None,
                  *, rngs: nnx.Rngs):
         shape = tuple(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
@@ -169,6 +172,7 @@ class TorchEmbedding(nnx.Embed):
     """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`). As in torch, the
     `padding_idx` row starts at zero and lookups of it pass it no gradient."""
 
+    @default_rngs
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
         super().__init__(num_embeddings, embedding_dim, rngs=rngs)
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
@@ -182,5 +186,6 @@ class TorchEmbedding(nnx.Embed):
 class TorchDropout(nnx.Dropout):
     """nnx.Dropout with torch's constructor signature (`drop_layer=nn.Dropout`)."""
 
+    @default_rngs
     def __init__(self, p=0.5, inplace=False, *, rngs: nnx.Rngs | None = None):
         super().__init__(p, rngs=rngs)

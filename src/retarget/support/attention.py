@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .layers import _torch_linear, _uniform
+from .layers import _torch_linear, _uniform, default_rngs
 
 
 class MultiheadAttention(nnx.Module):
@@ -13,6 +13,7 @@ class MultiheadAttention(nnx.Module):
     inputs, torch's initialisation. `is_causal` is torch's hint that `attn_mask` is the causal mask; given
     without a mask (torch raises there) it applies the causal mask."""
 
+    @default_rngs
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, batch_first=False, *, rngs: nnx.Rngs):
         self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
         bound = math.sqrt(6.0 / (4 * embed_dim))

@@ -9,7 +9,10 @@ unbiased running variance). Kernels keep torch's layout for convolutions
 for matrix products. Variable names follow Flax (`kernel`, `scale`, `mean`,
 `var`); the rules say how each maps to the torch checkpoint.
 """
+import functools
+import inspect
 import math
+import threading
 from functools import partial
 
 import jax
@@ -23,6 +26,35 @@ from .functional import (_ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, 
 
 class Buffer(nnx.Variable):
     """A persistent, non-trainable tensor (torch `register_buffer`)."""
+
+
+_BUILDING = threading.local()  # the `rngs` of the layers whose constructors are running, innermost last
+
+
+def default_rngs(init):
+    """A layer constructor whose `rngs` defaults to that of the layer being built around it.
+
+    Code that picks layer classes at run time (a registry, a kwargs dict, a callable argument, as timm
+    builds its blocks) calls them where no `rngs` is in reach; torch layers all draw from one global
+    generator. Built inside another such constructor, the layer draws from its builder's `rngs`;
+    built on its own, it needs `rngs=` as any Flax layer does.
+    """
+    required = inspect.signature(init).parameters["rngs"].default is inspect.Parameter.empty
+
+    @functools.wraps(init)
+    def build(self, *args, rngs=None, **kwargs):
+        stack = _BUILDING.__dict__.setdefault("stack", [])
+        if rngs is None and stack:
+            rngs = stack[-1]
+        if rngs is None and required:
+            raise TypeError(f"{type(self).__name__}(...) needs rngs=nnx.Rngs(seed): it is built outside any "
+                            f"layer that could lend it one")
+        stack.append(rngs)
+        try:
+            init(self, *args, rngs=rngs, **kwargs)
+        finally:
+            stack.pop()
+    return build
 
 
 def _uniform(rngs, shape, bound):
@@ -51,6 +83,7 @@ def _torch_linear(in_features, out_features, bias, rngs, bias_init=None):
 class _ConvNd(nnx.Module):
     ndim = 2
 
+    @default_rngs
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None, *, rngs: nnx.Rngs):
         n = self.ndim
@@ -98,6 +131,7 @@ class Conv3d(_ConvNd):
 class _ConvTransposeNd(nnx.Module):
     ndim = 2
 
+    @default_rngs
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  groups=1, bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None, *, rngs: nnx.Rngs):
         n = self.ndim
@@ -215,6 +249,7 @@ class RMSNorm(nnx.Module):
 class Bilinear(nnx.Module):
     """torch.nn.Bilinear: y = x1^T A x2 + b, the kernel in torch's (out, in1, in2) layout."""
 
+    @default_rngs
     def __init__(self, in1_features, in2_features, out_features, bias=True, *, rngs: nnx.Rngs):
         bound = 1.0 / math.sqrt(in1_features)
         self.kernel = nnx.Param(_uniform(rngs, (out_features, in1_features, in2_features), bound))
@@ -237,6 +272,7 @@ class PReLU(nnx.Module):
 class RReLU(nnx.Module):
     """torch.nn.RReLU: random negative slopes in [lower, upper] in training (keys from `rngs`), their mean in eval."""
 
+    @default_rngs
     def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False, *, rngs: nnx.Rngs | None = None):
         self.lower, self.upper, self.rngs = lower, upper, rngs
         self.deterministic = False
@@ -250,6 +286,7 @@ class AlphaDropout(nnx.Module):
     """torch.nn.AlphaDropout (FeatureAlphaDropout: whole channels), keys from `rngs` in training."""
     feature = False
 
+    @default_rngs
     def __init__(self, p=0.5, inplace=False, *, rngs: nnx.Rngs | None = None):
         self.p, self.rngs = p, rngs
         self.deterministic = False
@@ -266,6 +303,7 @@ class FeatureAlphaDropout(AlphaDropout):
 class EmbeddingBag(nnx.Module):
     """torch.nn.EmbeddingBag: the table as `embedding` (as nnx.Embed), bags reduced by `embedding_bag`."""
 
+    @default_rngs
     def __init__(self, num_embeddings, embedding_dim, mode="mean", include_last_offset=False, padding_idx=None,
                  *, rngs: nnx.Rngs):
         table = jax.random.normal(rngs.params(), (num_embeddings, embedding_dim))

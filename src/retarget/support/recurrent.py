@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .layers import _uniform
+from .layers import _uniform, default_rngs
 
 
 class _RNNCellBase(nnx.Module):
     gates = 1
 
+    @default_rngs
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *, rngs: nnx.Rngs):
         self.hidden_size, self.nonlinearity = hidden_size, nonlinearity
         bound = 1.0 / math.sqrt(hidden_size)
@@ -79,6 +80,7 @@ class _RNNBase(nnx.Module):
     """Multi-layer, optionally bidirectional recurrent layer with torch's I/O layout."""
     cell_type = RNNCell
 
+    @default_rngs
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, nonlinearity="tanh", *, rngs: nnx.Rngs):
         self.num_layers, self.batch_first, self.bidirectional = num_layers, batch_first, bidirectional

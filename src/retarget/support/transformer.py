@@ -13,7 +13,7 @@ from flax import nnx
 
 from .attention import MultiheadAttention
 from .functional import gelu, relu
-from .layers import _torch_linear
+from .layers import _torch_linear, default_rngs
 
 
 def generate_square_subsequent_mask(sz, device=None, dtype=None):
@@ -60,6 +60,7 @@ def _get_clones(module, n, rngs):
 class TransformerEncoderLayer(nnx.Module):
     """torch.nn.TransformerEncoderLayer: self-attention and feed-forward blocks, post- or pre-norm."""
 
+    @default_rngs
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
@@ -95,6 +96,7 @@ class TransformerEncoderLayer(nnx.Module):
 class TransformerDecoderLayer(nnx.Module):
     """torch.nn.TransformerDecoderLayer: self-attention, attention over the memory, feed-forward."""
 
+    @default_rngs
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
@@ -144,6 +146,7 @@ class TransformerEncoder(nnx.Module):
     and `mask_check` choose torch's fast path only; the result is the same (padded positions aside: torch's
     nested-tensor path returns zeros there, before `norm`)."""
 
+    @default_rngs
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True, *,
                  rngs: nnx.Rngs):
         self.layers = _get_clones(encoder_layer, num_layers, rngs)
@@ -165,6 +168,7 @@ class TransformerDecoder(nnx.Module):
     """torch.nn.TransformerDecoder: `num_layers` copies of `decoder_layer`, then `norm`. Unlike torch, whose deep
     copy of a TransformerDecoderLayer replaces a module activation (nn.GELU()) with F.relu, the copies keep it."""
 
+    @default_rngs
     def __init__(self, decoder_layer, num_layers, norm=None, *, rngs: nnx.Rngs):
         self.layers = _get_clones(decoder_layer, num_layers, rngs)
         self.num_layers = num_layers
@@ -187,6 +191,7 @@ class Transformer(nnx.Module):
     """torch.nn.Transformer: an encoder and a decoder stack (or the custom ones given), every matrix
     initialised Xavier-uniform as torch's `_reset_parameters` does."""
 
+    @default_rngs
     def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
                  dropout=0.1, activation="relu", custom_encoder=None, custom_decoder=None, layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
