@@ -253,3 +253,18 @@ def test_layer_classes_chosen_at_run_time():
     with pytest.raises(TypeError, match=r"Block\(\.\.\.\) needs rngs=nnx.Rngs"):
         flax_mod.Block(8)
     assert flax_mod.Block(8, rngs=nnx.Rngs(1)).fc.kernel.shape == (8, 8)
+
+
+def test_functions_filling_a_parameter_in_place():
+    """timm's `trunc_normal_` on `self.pos_embed` and, through `named_apply(init_weights, self)`, on each
+    Linear's `weight`: the converted model starts from the same distribution (moments over large
+    layers), biases zeroed, and with torch's weights ported it computes the same."""
+    matches_torch("init_in_place.py", "net", (2, 4, 8))
+    _, flax_mod, _ = convert_pair("init_in_place.py")
+    model = flax_mod.Net(dim=256, hidden=384, rngs=nnx.Rngs(0))
+    for values in (model.pos_embed[...], model.fc.kernel[...]):
+        values = np.asarray(values)
+        assert abs(values.std() - 0.02) < 0.002 and abs(values.mean()) < 0.002, (values.std(), values.mean())
+    assert not np.asarray(model.fc.bias[...]).any()
+    head = np.asarray(model.head.kernel[...])  # fan-in from torch's shape (2, 384): std 1/sqrt(384)
+    assert abs(head.std() - 384 ** -0.5) < 0.005, head.std()

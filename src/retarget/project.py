@@ -46,16 +46,19 @@ class ProjectFacts:
     class_args: dict[str, set[str]] = field(default_factory=dict)  # function -> params given layer classes
     class_functions: set[str] = field(default_factory=set)  # functions returning layer classes
     dynamic: bool = False  # some file builds layers its analysis cannot follow (`Facts.dynamic`)
+    written_args: dict[str, set[str]] = field(default_factory=dict)  # function -> arguments it fills in place
     _member_index: tuple[int, dict] = field(default=(-1, {}), repr=False, compare=False)
 
     def size(self) -> int:
         return (len(self.module_classes) + len(self.rngs_functions) + len(self.aliases)
-                + sum(len(v) for v in self.class_args.values()) + len(self.class_functions) + self.dynamic)
+                + sum(len(v) for v in self.class_args.values()) + len(self.class_functions) + self.dynamic
+                + sum(len(v) for v in self.written_args.values()))
 
     def resolve(self, name: str) -> str:
         """Follow re-exports to the defining module: `pkg.layers.ConvBlock` -> `pkg.layers.blocks.ConvBlock`."""
         for _ in range(32):  # re-export chains are short; a cycle must not hang
-            if name in self.module_classes or name in self.rngs_functions or name in self.class_functions:
+            if (name in self.module_classes or name in self.rngs_functions or name in self.class_functions
+                    or name in self.written_args):
                 return name  # a definition
             parts = name.split(".")
             for cut in range(len(parts), 0, -1):
@@ -108,6 +111,8 @@ class ProjectFacts:
             external.rngs_functions.add(local)
         if name in self.class_functions:
             external.class_functions.add(local)
+        if name in self.written_args:
+            external.written_args[local] = self.written_args[name]
 
     def _members(self) -> dict[str, list[str]]:
         """Exported names by parent module; rebuilt only when the facts grew (they never shrink)."""
@@ -115,7 +120,8 @@ class ProjectFacts:
             return self._member_index[1]
         members: dict[str, list[str]] = defaultdict(list)
         reexported = [k for k in self.aliases if self.resolve(k).split(".")[0] == "torch"]
-        for name in (*self.module_classes, *self.rngs_functions, *self.class_functions, *reexported):
+        for name in (*self.module_classes, *self.rngs_functions, *self.class_functions, *self.written_args,
+                     *reexported):
             parent, _, member = name.rpartition(".")
             members[parent].append(member)
         self._member_index = (self.size(), members)
@@ -178,6 +184,9 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
             facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.class_functions:
             facts.class_functions.add(f"{prefix}.{stmt.name.value}")
+        func = found.functions.get(stmt.name.value) if isinstance(stmt, cst.FunctionDef) else None
+        if func is not None and func.written:
+            facts.written_args[f"{prefix}.{stmt.name.value}"] = func.markers(func.written)
 
 
 def _attempt(index: ProjectIndex, file: SourceFile, step: Callable[[], T]) -> T | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from ..rules import RuleSet
+from ..rules import TENSOR_METHOD_NAMES, RuleSet
 from .names import dotted
 
 
@@ -44,6 +44,12 @@ class FunctionFacts:
     mapping_names: set[str] = field(default_factory=set)  # bound to dicts (`nn.Sequential(layers)` is named)
     dicts: dict[str, list[tuple[str, cst.BaseExpression]]] = field(default_factory=dict)  # `dd = dict(...)`
     module_names: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)  # parameters it fills in place (`tensor.uniform_(a, b)`)
+
+    def markers(self, names: set[str]) -> set[str]:
+        """`names` of parameters as call sites can pass them: by keyword or position (`#0`)."""
+        params = self.params[1:] if self.owner else self.params
+        return set(names) | {f"#{i}" for i, p in enumerate(params) if p in names}
 
 
 def _returns(func: cst.FunctionDef) -> list[cst.Return]:
@@ -59,6 +65,11 @@ def _returns(func: cst.FunctionDef) -> list[cst.Return]:
                 found.append(node)
     func.visit(_Visitor())
     return found
+
+
+def _without_data(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`w.data` is `w` (the tensor without autograd tracking)."""
+    return node.value if isinstance(node, cst.Attribute) and node.attr.value == "data" else node
 
 
 def _bound_names(target: cst.BaseExpression) -> set[str]:
@@ -90,6 +101,7 @@ class External:
         self.class_args: dict[str, set[str]] = {}
         self.class_functions: set[str] = set()  # imported functions that return layer classes
         self.dynamic = False  # some file of the package builds layers its analysis cannot follow
+        self.written_args: dict[str, set[str]] = {}  # imported functions -> arguments they fill in place
 
 
 @dataclass
@@ -104,6 +116,7 @@ class Facts:
     class_functions: set[str] = field(default_factory=set)  # functions returning layer classes (`get_norm_act_layer`)
     factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
     dynamic: bool = False  # builds layers the analysis cannot follow (the package, when converting one)
+    passed_builders: set[str] = field(default_factory=set)  # functions taking `rngs` passed as values
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -132,6 +145,7 @@ class _Collector(cst.CSTVisitor):
         self.module_calls: list[cst.Call] = []
         self.annotated_attrs: list[tuple[str, cst.BaseExpression]] = []
         self.module_assigns: list[cst.Assign] = []
+        self.passed: set[str] = set()  # names passed as arguments (`named_apply(init_weights, self)`)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if not self._func and not self._class:
@@ -164,6 +178,7 @@ class _Collector(cst.CSTVisitor):
         self._func.pop()
 
     def visit_Call(self, node: cst.Call) -> None:
+        self.passed |= {a.value.value for a in node.args if isinstance(a.value, cst.Name)}
         if self._func:
             self._func[-1].calls.append(node)
         else:
@@ -205,10 +220,44 @@ class Analysis:
             func.module_names = _module_names(_assignments(func.node), builds)
         facts.top_module_names = _module_names(self.collector.module_assigns, builds)
         facts.top_python_names = _containers(self.collector.module_assigns)
+        self._written_params(facts)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
-        facts.dynamic = self.external.dynamic or any(self._builds_unseen(f, facts) for f in facts.functions.values())
+        facts.passed_builders = {f for f in facts.rngs_functions if "." not in f and f in self.collector.passed}
+        facts.dynamic = self.external.dynamic or bool(facts.passed_builders) or any(
+            self._builds_unseen(f, facts) for f in facts.functions.values())
         return facts
+
+    def _written_params(self, facts: Facts) -> None:
+        """Parameters functions fill in place: with in-place tensor methods, `nn.init.*_`, or by passing
+        them on to a function (of the file, or of the package: `external.written_args`) that does."""
+        changed = True
+        while changed:
+            changed = False
+            for func in facts.functions.values():
+                found = {n for c in func.calls for n in self._writes(c, func, facts)} & set(func.params)
+                changed |= not found <= func.written
+                func.written |= found
+
+    def _writes(self, call: cst.Call, func: FunctionFacts, facts: Facts):
+        """Names this call fills in place."""
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value.endswith("_"):
+            if call.func.attr.value in TENSOR_METHOD_NAMES:
+                yield dotted(_without_data(call.func.value))
+        qual = self.qualnames.get(call.func) or ""
+        if qual.startswith("torch.nn.init.") and qual.endswith("_") and call.args:
+            yield dotted(_without_data(call.args[0].value))
+        markers = self.written_markers(call, func, facts)
+        for i, arg in enumerate(call.args):
+            if not arg.star and (arg.keyword.value if arg.keyword else f"#{i}") in markers:
+                yield dotted(_without_data(arg.value))
+
+    def written_markers(self, call: cst.Call, func: FunctionFacts, facts: Facts) -> set[str]:
+        """The argument positions and keywords of `call` its callee fills in place."""
+        callee = self._callee(call, func, facts)
+        if callee is not None:
+            return callee.markers(callee.written)
+        return self.external.written_args.get(dotted(call.func) or "", set())
 
     def _builds_unseen(self, func: FunctionFacts, facts: Facts) -> bool:
         """Whether `func` may build a layer the analysis cannot follow, so gives it no `rngs`: in a
@@ -432,7 +481,7 @@ class Analysis:
 
     def _callee(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> FunctionFacts | None:
         name = dotted(call.func)
-        if name and name.startswith("self.") and caller.owner:
+        if name and name.startswith("self.") and caller is not None and caller.owner:
             return facts.functions.get(f"{caller.owner}.{name[5:]}")
         if facts.is_module_class(name):
             return facts.functions.get(f"{name}.__init__")

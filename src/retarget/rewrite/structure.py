@@ -100,14 +100,16 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
         optional = (in_module and func.node.name.value == "__init__" and not _reads_rngs(updated.body)
                     and not (ctx.module_class and ctx.module_class.keeps_rngs))
         updated = add_rngs_param(updated, optional)
-    if in_module and func.node.name.value == "__init__" and ctx.facts.dynamic:
+    if ctx.facts.dynamic and ((in_module and func.node.name.value == "__init__")
+                              or func.key in ctx.facts.passed_builders):
         updated = _default_rngs(ctx, updated)
     return updated
 
 
 def _default_rngs(ctx: Context, init: cst.FunctionDef) -> cst.FunctionDef:
     """`@default_rngs` on a constructor taking `rngs`, where the code builds layers the analysis cannot
-    follow (run-time registries, kwargs dicts): those get their builder's `rngs`."""
+    follow (run-time registries, kwargs dicts): those get their builder's `rngs`; also on a function
+    taking `rngs` that is passed as a value (`named_apply(init_weights, self)`), called without it."""
     if "rngs" not in param_names(init) or any(dotted(d.decorator) == SCOPED for d in init.decorators):
         return init
     ctx.support.add(SCOPED)
@@ -241,7 +243,8 @@ def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bo
             return Escape("RT107", f"in-place `{site.rule.name}` into `{name}`, whose Flax layout differs; "
                                    "write a converted tensor")
         name = f"{dotted(original.value)}.{spec['var']}"
-    return cst.parse_expression(f"{name}[...]" if rules or _is_param(ctx, name) else name)
+    written = ctx.function is not None and name in ctx.function.written  # a variable its caller passed
+    return cst.parse_expression(f"{name}[...]" if rules or written or _is_param(ctx, name) else name)
 
 
 def _inplace_on_slice(site, original: cst.Subscript):
@@ -265,6 +268,24 @@ def scatter_back(site, result: cst.BaseExpression) -> cst.BaseExpression:
         return result
     at = cst.Subscript(cst.Attribute(site.extra["target"], cst.Name("at")), site.extra["at"])
     return cst.Call(cst.Attribute(at, cst.Name("set")), [cst.Arg(result)])
+
+
+def written_args(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call:
+    """`trunc_normal_(m.weight, std=.02)` where the function fills that argument in place: it gets the
+    layer's variable seen in torch's layout, `TorchParameter(m, "weight")`, which it writes through."""
+    markers = ctx.analysis.written_markers(original, ctx.function, ctx.facts)
+    if not markers:
+        return updated
+    args = []
+    for i, (old, new) in enumerate(zip(original.args, updated.args)):
+        target = _strip_data(old.value)
+        if (old.keyword.value if old.keyword else f"#{i}") in markers and isinstance(target, cst.Attribute) and (
+                dotted(target.value) not in (None, "self")):
+            ctx.support.add("TorchParameter")
+            new = new.with_changes(value=cst.parse_expression(
+                f"TorchParameter({dotted(target.value)}, {target.attr.value!r})"))
+        args.append(new)
+    return updated.with_changes(args=args)
 
 
 def param_values(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call:

@@ -9,11 +9,11 @@ Anything that cannot convert is kept and its statement gets a
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import libcst as cst
 
 from ..diagnostics import Escape
+from ..rules import TENSOR_METHOD_NAMES
 from .shadowing import local_names, unshadow
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
@@ -22,9 +22,7 @@ from .facts import holds_module, is_python_object, mentions
 from .names import dotted
 from .template import parenthesize
 
-TENSOR_METHODS = frozenset(
-    line.strip() for line in (Path(__file__).parent.parent / "rules" / "tensor_method_names.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#"))
+TENSOR_METHODS = TENSOR_METHOD_NAMES
 # Tensor method names that lists, dicts, strings and numpy arrays also have.
 NOT_ONLY_TENSOR = frozenset({"sort", "index", "copy", "append", "extend", "count", "items", "keys", "values",
                              "get", "update", "pop", "format", "join", "strip", "replace", "startswith", "astype",
@@ -101,6 +99,7 @@ class Converter(cst.CSTTransformer):
         test = structure.feature_test(self.ctx, original)
         if test is not None:
             return test
+        updated = structure.written_args(self.ctx, original, updated)
         if original in self.statement_calls or original in self.structural_calls or original in self.ctx.training.calls:
             return updated
         if self._calls_foreign(original):

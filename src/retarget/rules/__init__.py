@@ -22,6 +22,10 @@ from pathlib import Path
 from ..rewrite.template import Template, TemplateError
 from ..weights.transforms import parse_transform
 
+TENSOR_METHOD_NAMES = frozenset(  # every method of torch.Tensor
+    line.strip() for line in (Path(__file__).parent / "tensor_method_names.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#"))
+
 RULES_DIR = Path(__file__).parent
 KINDS = ("function", "module", "method", "attribute", "property")
 FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "as_value", "note"}

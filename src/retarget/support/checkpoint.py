@@ -124,6 +124,53 @@ def init_torch_(layer, name, init):
     raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
 
 
+class TorchParameter:
+    """`layer.<name>` as torch sees it, for code that fills a parameter in place through a function of its
+    own (timm's `trunc_normal_(m.weight, std=.02)`): it reads as an array in torch's layout (`shape`,
+    arithmetic, `jnp` functions), and `p[...] = value` stores `value` in the layer's own layout."""
+
+    def __init__(self, layer, name):
+        for target, source, transform in layout_of(type(layer), TORCH_LAYOUT) or [(name, name, "identity")]:
+            if source == name:
+                self.variable, self.transform = layer, transform
+                for part in target.split("."):
+                    self.variable = getattr(self.variable, part)
+                return
+        raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
+
+    def __jax_array__(self):
+        return jnp.asarray(from_flax_layout(np.asarray(self.variable[...]), self.transform))
+
+    shape = property(lambda self: self.__jax_array__().shape)
+    dtype = property(lambda self: self.variable.dtype)
+    ndim = property(lambda self: len(self.variable.shape))
+
+    def __getitem__(self, index):
+        return self.__jax_array__()[index]
+
+    def __setitem__(self, index, value):
+        whole = jnp.broadcast_to(jnp.asarray(value, self.dtype), self.shape) if index is Ellipsis else (
+            self.__jax_array__().at[index].set(value))
+        self.variable[...] = jnp.asarray(to_flax_layout(np.asarray(whole), self.transform), self.dtype)
+
+    def __mul__(self, other):
+        return self.__jax_array__() * other
+
+    def __add__(self, other):
+        return self.__jax_array__() + other
+
+    def __sub__(self, other):
+        return self.__jax_array__() - other
+
+    def __truediv__(self, other):
+        return self.__jax_array__() / other
+
+    def __neg__(self):
+        return -self.__jax_array__()
+
+    __rmul__, __radd__ = __mul__, __add__
+
+
 def _flat(tree, prefix=""):
     """Nested dicts / NNX State -> {"a/b/c": leaf}."""
     if isinstance(tree, nnx.State):

@@ -32,26 +32,29 @@ _BUILDING = threading.local()  # the `rngs` of the layers whose constructors are
 
 
 def default_rngs(init):
-    """A layer constructor whose `rngs` defaults to that of the layer being built around it.
+    """A layer constructor (or layer initialiser) whose `rngs` defaults to that of the layer being built
+    around it.
 
     Code that picks layer classes at run time (a registry, a kwargs dict, a callable argument, as timm
     builds its blocks) calls them where no `rngs` is in reach; torch layers all draw from one global
     generator. Built inside another such constructor, the layer draws from its builder's `rngs`;
-    built on its own, it needs `rngs=` as any Flax layer does.
+    built on its own, it needs `rngs=` as any Flax layer does. timm's `named_apply(init_weights, model)`
+    calls an initialiser the same way.
     """
     required = inspect.signature(init).parameters["rngs"].default is inspect.Parameter.empty
 
     @functools.wraps(init)
-    def build(self, *args, rngs=None, **kwargs):
+    def build(*args, rngs=None, **kwargs):
         stack = _BUILDING.__dict__.setdefault("stack", [])
         if rngs is None and stack:
             rngs = stack[-1]
         if rngs is None and required:
-            raise TypeError(f"{type(self).__name__}(...) needs rngs=nnx.Rngs(seed): it is built outside any "
-                            f"layer that could lend it one")
+            name = init.__qualname__.removesuffix(".__init__")
+            raise TypeError(f"{name}(...) needs rngs=nnx.Rngs(seed): it is called outside any layer "
+                            f"constructor that could lend it one")
         stack.append(rngs)
         try:
-            init(self, *args, rngs=rngs, **kwargs)
+            return init(*args, rngs=rngs, **kwargs)
         finally:
             stack.pop()
     return build
