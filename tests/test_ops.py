@@ -31,7 +31,8 @@ EXPRESSIONS = [
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y, reduce='multiply')",  # torch has no gradient with reduce
     "torch.scatter(x, 0, torch.argsort(y, dim=0) % 2, 1.5, reduce='add')",
     "x.new_zeros(2, 3)", "x.new_ones((2, 3), dtype=torch.int32)", "x.new_full((2,), 7)",
-    "x.new_full([3], 2, dtype=torch.int32)", "x.new_empty(2, 5).shape", "x.new_empty((2,), dtype=torch.bool) | True",
+    "x.new_full([3], 2, dtype=torch.int32)", "torch.erfinv(x.clamp(-0.9, 0.9))", "x.clamp(-0.9, 0.9).erfinv()",
+    "x.erf()", "torch.unique((x * 2).round())", "(x * 2).round().unique()", "x.new_empty(2, 5).shape", "x.new_empty((2,), dtype=torch.bool) | True",
     "x.new_tensor([1, 2])", "x.new_tensor([1, 2], dtype=torch.int32)", "x.new_zeros(3, dtype=torch.float16)",
 ]
 
