@@ -268,3 +268,16 @@ def test_functions_filling_a_parameter_in_place():
     assert not np.asarray(model.fc.bias[...]).any()
     head = np.asarray(model.head.kernel[...])  # fan-in from torch's shape (2, 384): std 1/sqrt(384)
     assert abs(head.std() - 384 ** -0.5) < 0.005, head.std()
+
+
+def test_parameters_that_do_not_require_grad():
+    """Frozen parameters port and compute as torch's; gradients flow to exactly the parameters torch
+    differentiates (`nnx.grad` over `nnx.Param`), the frozen ones get none."""
+    original = matches_torch("frozen_parameters.py", "net", (3, 6))
+    _, flax_mod, _ = convert_pair("frozen_parameters.py")
+    model = flax_mod.Net(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    grads = nnx.grad(lambda m: m(np.ones((3, 6), np.float32)).sum())(model)
+    flat = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(grads)}
+    trained = {n.replace("weight", "kernel") for n, p in original.named_parameters() if p.requires_grad}
+    assert flat == trained == {"fc.kernel", "fc.bias", "learned.scale"}, flat

@@ -183,6 +183,19 @@ def module_mode(site: Site, rngs: cst.BaseExpression):
     return cst.Call(cst.Name("train_mode"), [cst.Arg(site.receiver), cst.Arg(mode)])
 
 
+@register("parameter", consumes=("requires_grad",))
+def parameter(site: Site, rngs: cst.BaseExpression):
+    """`nn.Parameter(x)` -> `nnx.Param(x)`; with `requires_grad=False` it is in the state but neither
+    differentiated nor trained: a `Buffer`; with a run-time flag, whichever the flag picks."""
+    data = site.arg("data")
+    flag = site.arg("requires_grad")
+    literal = _literal_bool(flag)
+    param, buffer = (cst.Call(cst.parse_expression(n), [cst.Arg(data)]) for n in ("nnx.Param", "Buffer"))
+    if literal is not None:
+        return param if literal else buffer
+    return cst.IfExp(test=flag, body=param, orelse=buffer)
+
+
 @register("sequential")
 def sequential(site: Site, rngs: cst.BaseExpression):
     """`nn.Sequential(a, b)` -> `nnx.Sequential(a, b)`; `nn.Sequential(OrderedDict(...))` and an empty
