@@ -459,3 +459,44 @@ def test_in_place_initialisers_and_registries_across_files(tmp_path):
     retarget.port_weights(original.state_dict(), converted)
     x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(converted(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_registry_factory_lends_its_rngs_to_what_it_creates(tmp_path):
+    """timm's `create_model(name, **kwargs)`: the entrypoint comes from a registry (`@register_model`),
+    so no `rngs` can be threaded statically. The converted `create_model` takes `rngs` and lends it
+    (`@default_rngs`) to the registered entrypoint, which keeps the registry; `kwargs` stay free of it
+    (timm stores them on the model, where NNX refuses an `Rngs`)."""
+    _registry_package(tmp_path).rename(tmp_path / "zoo")
+    out = tmp_path / "out" / "zoo"
+    assert main(["convert", str(tmp_path / "zoo"), "-o", str(out), "-q"]) == 0
+    load = lambda root: _import_module(root, "zoo._factory")
+    torch.manual_seed(0)
+    original = load(tmp_path).create_model("net_small", num_classes=3)
+    converted = load(tmp_path / "out").create_model("net_small", num_classes=3, rngs=nnx.Rngs(0))
+    assert converted._model_args == {"num_classes": 3}
+    retarget.port_weights(original.state_dict(), converted)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(converted(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="needs rngs=nnx.Rngs"):
+        load(tmp_path / "out").create_model("net_small")
+
+
+def _registry_package(tmp_path: Path) -> Path:
+    source = tmp_path / "zoo_source"
+    source.mkdir()
+    (source / "_registry.py").write_text(
+        "_models = {}\n\n\ndef register_model(fn):\n    _models[fn.__name__] = fn\n    return fn\n\n\n"
+        "def model_entrypoint(name):\n    return _models[name]\n")
+    (source / "_factory.py").write_text(
+        "from ._registry import model_entrypoint\n\n\ndef create_model(model_name, pretrained=False, **kwargs):\n"
+        "    kwargs = {k: v for k, v in kwargs.items() if v is not None}\n"
+        "    create_fn = model_entrypoint(model_name)\n    model = create_fn(pretrained=pretrained, **kwargs)\n"
+        "    model._model_args = dict(getattr(model, '_model_args', {}), **kwargs)\n    return model\n")
+    (source / "net.py").write_text(
+        "import torch.nn as nn\nfrom ._registry import register_model\n\n\n"
+        "class Net(nn.Module):\n    def __init__(self, width=4, num_classes=2):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(3, width)\n        self.head = nn.Linear(width, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.head(self.fc(x))\n\n\n"
+        "@register_model\ndef net_small(pretrained=False, **kwargs):\n    return Net(**dict(dict(width=8), **kwargs))\n")
+    (source / "__init__.py").write_text("from . import net  # noqa: F401\n")
+    return source

@@ -117,6 +117,7 @@ class Facts:
     factory_attrs: set[str] = field(default_factory=set)  # `block: Callable[..., nn.Module]` fields
     dynamic: bool = False  # builds layers the analysis cannot follow (the package, when converting one)
     passed_builders: set[str] = field(default_factory=set)  # functions taking `rngs` passed as values
+    scopes: set[str] = field(default_factory=set)  # functions that may build layers the analysis cannot see
 
     def is_module_class(self, name: str | None) -> bool:
         return name in self.classes or name in self.external.modules
@@ -145,11 +146,30 @@ class _Collector(cst.CSTVisitor):
         self.module_calls: list[cst.Call] = []
         self.annotated_attrs: list[tuple[str, cst.BaseExpression]] = []
         self.module_assigns: list[cst.Assign] = []
-        self.passed: set[str] = set()  # names passed as arguments (`named_apply(init_weights, self)`)
+        self.passed: set[str] = set()  # names used as values (`named_apply(init_weights, self)`)
+
+    def _value(self, node: cst.BaseExpression | None) -> None:
+        if isinstance(node, cst.Name):
+            self.passed.add(node.value)
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        self._value(node.value)
         if not self._func and not self._class:
             self.module_assigns.append(node)
+
+    def visit_BooleanOperation(self, node: cst.BooleanOperation) -> None:
+        self._value(node.left)  # `init_fn = init_fn or _init_weight_goog`
+        self._value(node.right)
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        self._value(node.body)
+        self._value(node.orelse)
+
+    def visit_Element(self, node: cst.Element) -> None:
+        self._value(node.value)
+
+    def visit_DictElement(self, node: cst.DictElement) -> None:
+        self._value(node.value)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         if self._class and node.attr.value == "training" and dotted(node.value) == "self":
@@ -178,7 +198,8 @@ class _Collector(cst.CSTVisitor):
         self._func.pop()
 
     def visit_Call(self, node: cst.Call) -> None:
-        self.passed |= {a.value.value for a in node.args if isinstance(a.value, cst.Name)}
+        for arg in node.args:
+            self._value(arg.value)
         if self._func:
             self._func[-1].calls.append(node)
         else:
@@ -223,9 +244,10 @@ class Analysis:
         self._written_params(facts)
         facts.seeded = self._seeded(facts)
         facts.rngs_functions = self._rngs_functions(facts) - facts.seeded
-        facts.passed_builders = {f for f in facts.rngs_functions if "." not in f and f in self.collector.passed}
-        facts.dynamic = self.external.dynamic or bool(facts.passed_builders) or any(
-            self._builds_unseen(f, facts) for f in facts.functions.values())
+        facts.passed_builders = {f for f in facts.rngs_functions if "." not in f and (
+            f in self.collector.passed or facts.functions[f].node.decorators)}  # `@register_model`
+        facts.scopes = {f.key for f in facts.functions.values() if self._builds_unseen(f, facts)}
+        facts.dynamic = self.external.dynamic or bool(facts.passed_builders or facts.scopes)
         return facts
 
     def _written_params(self, facts: Facts) -> None:
@@ -263,9 +285,13 @@ class Analysis:
         """Whether `func` may build a layer the analysis cannot follow, so gives it no `rngs`: in a
         constructor or layer builder, a call of a parameter, a local, a subscript or a call's result
         (`se_layer(dim)` with `se_layer=None`, `_registry[name](dim)`, `getattr(nn, kind)(...)`); in any
-        other function, a call of an entry of a module-level container or of `getattr(...)`."""
+        other function, a call of an entry of a module-level container, of `getattr(...)` or of a local
+        bound to a call's result (timm's `create_fn = model_entrypoint(name)`)."""
         builder = func.node.name.value == "__init__" or func.key in facts.rngs_functions
-        local = {*func.params, *(n for n, _ in _local_bindings(func.node))} - {"self", "cls", *facts.functions}
+        bindings = list(_local_bindings(func.node))
+        local = {*func.params, *(n for n, _ in bindings)} - {"self", "cls", *facts.functions}
+        made = set() if func.key in facts.seeded else (  # a function making its own `rngs` needs no lender
+            {n for n, v in bindings if isinstance(v, cst.Call)} - {"self", "cls", "rngs", *facts.functions})
         for call in func.calls:
             if any(a.keyword and a.keyword.value == "rngs" for a in call.args) or self.needs_rngs(
                     call, func, facts, facts.rngs_functions):
@@ -275,7 +301,8 @@ class Analysis:
                             or (isinstance(target, cst.Name) and target.value in local)):
                 return True
             if (isinstance(target, cst.Subscript) and dotted(target.value) in facts.top_python_names) or (
-                    isinstance(target, cst.Call) and dotted(target.func) == "getattr"):
+                    isinstance(target, cst.Call) and dotted(target.func) == "getattr") or (
+                    isinstance(target, cst.Name) and target.value in made):
                 return True
         return False
 

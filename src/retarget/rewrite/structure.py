@@ -100,8 +100,10 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
         optional = (in_module and func.node.name.value == "__init__" and not _reads_rngs(updated.body)
                     and not (ctx.module_class and ctx.module_class.keeps_rngs))
         updated = add_rngs_param(updated, optional)
+    if ctx.facts.dynamic and func.owner is None and func.key in ctx.facts.scopes and "rngs" not in func.params:
+        updated = add_rngs_param(updated, optional=True)  # `create_model(name, rngs=...)`: lends it on
     if ctx.facts.dynamic and ((in_module and func.node.name.value == "__init__")
-                              or func.key in ctx.facts.passed_builders):
+                              or func.key in ctx.facts.passed_builders or func.key in ctx.facts.scopes):
         updated = _default_rngs(ctx, updated)
     return updated
 
@@ -109,11 +111,13 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
 def _default_rngs(ctx: Context, init: cst.FunctionDef) -> cst.FunctionDef:
     """`@default_rngs` on a constructor taking `rngs`, where the code builds layers the analysis cannot
     follow (run-time registries, kwargs dicts): those get their builder's `rngs`; also on a function
-    taking `rngs` that is passed as a value (`named_apply(init_weights, self)`), called without it."""
+    taking `rngs` that is passed as a value (`named_apply(init_weights, self)`) or registered
+    (`@register_model`), called without it, and on a function calling what it cannot see
+    (`create_model`): it lends its `rngs` to what it builds. Innermost, so a registry keeps it."""
     if "rngs" not in param_names(init) or any(dotted(d.decorator) == SCOPED for d in init.decorators):
         return init
     ctx.support.add(SCOPED)
-    return init.with_changes(decorators=[cst.Decorator(cst.Name(SCOPED)), *init.decorators])
+    return init.with_changes(decorators=[*init.decorators, cst.Decorator(cst.Name(SCOPED))])
 
 
 def _reads_rngs(body: cst.BaseSuite) -> bool:
