@@ -13,7 +13,7 @@ import libcst as cst
 import pytest
 
 import retarget
-from retarget.rewrite.support import BEGIN, END, SUPPORT
+from retarget.rewrite.support import BEGIN, END, SUPPORT, _defined_name
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.case"))
 SECTION = re.compile(r"^=== (\w+) ===$", re.M)
@@ -29,9 +29,10 @@ def split_helpers(code: str) -> tuple[str, list[str]]:
     module = cst.parse_module(code)
     helpers, body = [], []
     for stmt in module.body:
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value in SUPPORT.definitions and (
+        name = _defined_name(stmt)
+        if name in SUPPORT.definitions and (
                 helpers or any(line.comment and line.comment.value == BEGIN for line in stmt.leading_lines)):
-            helpers.append(stmt.name.value)
+            helpers.append(name)
         else:
             body.append(stmt)
     if helpers and len(body) > 0:

@@ -85,8 +85,8 @@ def _init_variable(site: Site) -> cst.BaseExpression | Escape:
             site.extra["fan"] = {k: cst.parse_expression(specs[0][k]) for k in ("in_axis", "out_axis")
                                  if all(s.get(k) == specs[0].get(k) for s in specs) and k in specs[0]}
             return cst.parse_expression(f"{dotted(original.value)}.{specs[0]['var']}")
-        if name.startswith("self.") and ctx.module_class is not None:
-            return cst.parse_expression(name)
+        if dotted(original.value) == "self" and ctx.module_class is not None:
+            return cst.parse_expression(name)  # a parameter of this module (a sublayer's: at run time)
     return Escape("RT107", "nn.init on a tensor whose layer type retarget cannot tell; "
                            "narrow it with isinstance(m, nn.X) or initialise the Flax variable by hand")
 

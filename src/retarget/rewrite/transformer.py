@@ -23,6 +23,16 @@ from .names import dotted
 from .template import parenthesize
 
 TENSOR_METHODS = TENSOR_METHOD_NAMES
+STRING_METHODS = frozenset({"split", "index", "count"})  # also methods of str taking a str
+
+
+def _string_method_args(call: cst.Call) -> bool:
+    """`s.split()`, `s.split('.')`, `s.count('a')`: arguments only a string's method takes."""
+    positional = [a for a in call.args if not a.keyword and not a.star]
+    return (not call.args and call.func.attr.value == "split") or bool(positional) and isinstance(
+        positional[0].value, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString))
+
+
 # Tensor method names that lists, dicts, strings and numpy arrays also have.
 NOT_ONLY_TENSOR = frozenset({"sort", "index", "copy", "append", "extend", "count", "items", "keys", "values",
                              "get", "update", "pop", "format", "join", "strip", "replace", "startswith", "astype",
@@ -241,6 +251,8 @@ class Converter(cst.CSTTransformer):
         rule = (on_module and ctx.rules.get("method", f"{method}(module)")) or ctx.rules.get("method", method)
         if self._python_object(value):
             return None  # `seen.add(p)`, `self.cache.update(d)`: a set's or dict's own method
+        if method in STRING_METHODS and _string_method_args(original):
+            return None  # `info['module'].split('.')`: a string's split (a tensor's takes a size)
         if rule is None:
             return self._unknown_method(original, method)
         if statement and method in NOT_ONLY_TENSOR:
