@@ -67,6 +67,9 @@ def _returns(func: cst.FunctionDef) -> list[cst.Return]:
     return found
 
 
+LIBRARIES = frozenset({"jax", "jnp", "nnx", "np", "numpy", "optax", "math", "random", "flax", "torch"})
+
+
 def _without_data(node: cst.BaseExpression) -> cst.BaseExpression:
     """`w.data` is `w` (the tensor without autograd tracking)."""
     return node.value if isinstance(node, cst.Attribute) and node.attr.value == "data" else node
@@ -281,6 +284,11 @@ class Analysis:
             return callee.markers(callee.written)
         return self.external.written_args.get(dotted(call.func) or "", set())
 
+    def _package_call(self, node: cst.BaseExpression) -> bool:
+        """A call of the code's own (not torch's, JAX's or NumPy's): its result may be a layer class."""
+        name = dotted(node.func) if isinstance(node, cst.Call) else None
+        return bool(name) and node.func not in self.qualnames and name.split(".")[0] not in LIBRARIES
+
     def _builds_unseen(self, func: FunctionFacts, facts: Facts) -> bool:
         """Whether `func` may build a layer the analysis cannot follow, so gives it no `rngs`: in a
         constructor or layer builder, a call of a parameter, a local, a subscript or a call's result
@@ -291,7 +299,7 @@ class Analysis:
         bindings = list(_local_bindings(func.node))
         local = {*func.params, *(n for n, _ in bindings)} - {"self", "cls", *facts.functions}
         made = set() if func.key in facts.seeded else (  # a function making its own `rngs` needs no lender
-            {n for n, v in bindings if isinstance(v, cst.Call)} - {"self", "cls", "rngs", *facts.functions})
+            {n for n, v in bindings if self._package_call(v)} - {"self", "cls", "rngs", *facts.functions})
         for call in func.calls:
             if any(a.keyword and a.keyword.value == "rngs" for a in call.args) or self.needs_rngs(
                     call, func, facts, facts.rngs_functions):

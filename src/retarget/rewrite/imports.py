@@ -229,4 +229,6 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
         body[at + len(new) + len(helpers)] = follower.with_changes(
             leading_lines=[cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(END)),
                            *follower.leading_lines])
+    if body and all(line.comment is None for line in body[0].leading_lines):
+        body[0] = body[0].with_changes(leading_lines=[])  # the blank line of a dropped import group
     return module.with_changes(body=body)
