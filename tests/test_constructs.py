@@ -281,3 +281,13 @@ def test_parameters_that_do_not_require_grad():
     flat = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(grads)}
     trained = {n.replace("weight", "kernel") for n, p in original.named_parameters() if p.requires_grad}
     assert flat == trained == {"fc.kernel", "fc.bias", "learned.scale"}, flat
+
+
+def test_a_layer_subclass_with_its_own_parameter_and_reset_parameters():
+    """`self.gain` of a Conv2d subclass ports under its own name; `reset_parameters` (its override and
+    the base's, called from `super()`) initialises as torch does."""
+    matches_torch("layer_subclass_reset.py", "net", (2, 3, 8, 8))
+    _, flax_mod, _ = convert_pair("layer_subclass_reset.py")
+    conv = flax_mod.Net(rngs=nnx.Rngs(0)).conv
+    assert (np.asarray(conv.gain[...]) == 0.5).all()
+    assert np.abs(np.asarray(conv.kernel[...])).max() <= 27 ** -0.5  # kaiming-uniform bound 1/sqrt(fan_in)

@@ -75,6 +75,9 @@ def _init_variable(site: Site) -> cst.BaseExpression | Escape:
     if isinstance(original, cst.Attribute) and original.attr.value == "data":
         original = original.value
     name = dotted(original) if original is not None else None
+    own = ctx.module_class.param_attrs | ctx.module_class.buffer_attrs if ctx.module_class else set()
+    if isinstance(original, cst.Attribute) and dotted(original.value) == "self" and original.attr.value in own:
+        return cst.parse_expression(name)  # `self.gain` of a Conv2d subclass: its own parameter
     if isinstance(original, cst.Attribute) and name:
         rules = ctx.layer_rules(original.value)
         if rules:

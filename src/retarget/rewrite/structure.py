@@ -124,13 +124,17 @@ def _reads_rngs(body: cst.BaseSuite) -> bool:
     return mentions(body, lambda n: isinstance(n, cst.Name) and n.value == "rngs")
 
 
-def data_placeholder(ctx: Context, original: cst.Assign, updated: cst.Assign) -> cst.Assign:
-    """`self.downsample = None` where the class later sets a layer there: NNX would take the None
-    for a static attribute and refuse the layer, so the placeholder is marked as data."""
-    cls, target = ctx.module_class, dotted(original.targets[0].target) if len(original.targets) == 1 else None
+def data_placeholder(ctx: Context, original: cst.Assign | cst.AnnAssign, updated):
+    """`self.downsample = None` (or `self.proj: Optional[nn.Module] = None`) where the class later sets a
+    layer there: NNX would take the None for a static attribute and refuse the layer, so the placeholder
+    is marked as data."""
+    cls, value = ctx.module_class, original.value
+    if isinstance(original, cst.AnnAssign):
+        target = dotted(original.target)
+    else:
+        target = dotted(original.targets[0].target) if len(original.targets) == 1 else None
     if (cls is None or not target or not target.startswith("self.") or target[5:] not in cls.assigned
-            or not isinstance(updated, cst.Assign) or not (isinstance(original.value, cst.Name)
-                                                           and original.value.value == "None")):
+            or type(updated) is not type(original) or not (isinstance(value, cst.Name) and value.value == "None")):
         return updated
     return updated.with_changes(value=cst.parse_expression("nnx.data(None)"))
 

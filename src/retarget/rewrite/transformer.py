@@ -340,6 +340,9 @@ class Converter(cst.CSTTransformer):
             return result
         return structure.data_placeholder(self.ctx, original, structure.tie_weights(self.ctx, original, updated))
 
+    def leave_AnnAssign(self, original: cst.AnnAssign, updated: cst.AnnAssign):
+        return structure.data_placeholder(self.ctx, original, updated)
+
     def leave_AugAssign(self, original: cst.AugAssign, updated: cst.AugAssign):
         return structure.functional_update(self.ctx, original, updated)
 

@@ -31,12 +31,15 @@ def _children(obj):
             yield name, value
 
 
+def _layout_key(klass):
+    return f"nnx.{klass.__name__}" if klass.__module__.startswith("flax.") else klass.__name__
+
+
 def layout_of(cls, layout):
     """The layout entry of `cls` or of its nearest base that has one (Flax classes as `nnx.Name`)."""
     for klass in cls.__mro__:
-        key = f"nnx.{klass.__name__}" if klass.__module__.startswith("flax.") else klass.__name__
-        if key in layout:
-            return layout[key]
+        if _layout_key(klass) in layout:
+            return layout[_layout_key(klass)]
     return None
 
 
@@ -56,8 +59,9 @@ def torch_entries(model, layout, src="", dst=""):
     """[(torch key, flax path, variable, transform)] for every variable of `model`, and the
     variables no layout maps."""
     params = layout_of(type(model), layout)
-    if params is not None:
-        return _layer_entries(model, params, layout, src, dst, "")
+    if params is not None:  # a subclass's own variables (`self.gain` of a Conv2d subclass) keep their names
+        own = _layout_key(type(model)) not in layout
+        return _layer_entries(model, params, layout, src, dst, "", own)
     entries, unmapped = [], []
     for name, value in _children(model):
         if isinstance(value, nnx.Variable):
@@ -69,11 +73,11 @@ def torch_entries(model, layout, src="", dst=""):
     return entries, unmapped
 
 
-def _layer_entries(obj, params, layout, src, dst, rel):
+def _layer_entries(obj, params, layout, src, dst, rel, own=False):
     entries, unmapped = [], []
     for name, value in _children(obj):
         path = rel + name
-        matched = _match(params, path)
+        matched = _match(params, path) or ((path, "identity") if own and not rel else None)
         if isinstance(value, nnx.Variable):
             if matched is None:
                 unmapped.append(dst + path)

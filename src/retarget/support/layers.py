@@ -60,6 +60,14 @@ def default_rngs(init):
     return build
 
 
+def building_rngs():
+    """The `rngs` of the innermost layer constructor running (see `default_rngs`)."""
+    stack = _BUILDING.__dict__.get("stack") or [None]
+    if stack[-1] is None:
+        raise TypeError("no layer is being built here to draw from: pass rngs=nnx.Rngs(seed)")
+    return stack[-1]
+
+
 def _uniform(rngs, shape, bound):
     return jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound)
 
@@ -99,6 +107,15 @@ class _ConvNd(nnx.Module):
         self.kernel = nnx.Param(_uniform(rngs, (out_channels, in_channels // groups) + self.kernel_size, bound))
         self.bias = nnx.Param(_uniform(rngs, (out_channels,), bound)) if bias else None
         cast_parameters(self, dtype)
+
+    def reset_parameters(self, rngs=None):
+        """torch's initialisation again (subclasses call `super().reset_parameters()`), drawn from `rngs`
+        or, without one, from the layer being built."""
+        rngs = rngs or building_rngs()
+        bound = 1.0 / math.sqrt(math.prod(self.kernel.shape[1:]))
+        self.kernel[...] = _uniform(rngs, self.kernel.shape, bound).astype(self.kernel.dtype)
+        if self.bias is not None:
+            self.bias[...] = _uniform(rngs, self.bias.shape, bound).astype(self.bias.dtype)
 
     def _explicit_padding(self):
         """(low, high) per spatial dim; 'same' splits the total like torch (extra on the high side)."""
