@@ -152,8 +152,8 @@ class _Collector(cst.CSTVisitor):
         self.passed: set[str] = set()  # names used as values (`named_apply(init_weights, self)`)
 
     def _value(self, node: cst.BaseExpression | None) -> None:
-        if isinstance(node, cst.Name):
-            self.passed.add(node.value)
+        if isinstance(node, cst.Name) and not any(node.value in f.params for f in self._func):
+            self.passed.add(node.value)  # a parameter of the same name (`drop_path=0.`) is not the function
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self._value(node.value)
@@ -458,7 +458,9 @@ class Analysis:
             return all(self._is_class_value(e.value, func, facts) for e in node.elements)
         if isinstance(node, cst.Subscript):  # `conv_block = blocks[0]`
             return self._is_class_value(node.value, func, facts)
-        name = dotted(node)
+        name = dotted(node) or ""
+        if name.startswith("self.") and name[5:] in facts.factory_attrs:
+            return True  # `norm_layer = self._norm_layer` after `self._norm_layer = nn.BatchNorm2d`
         return bool(self.layer_rule_name(node)) or facts.is_module_class(name) or name in func.class_values
 
     def _builds_module(self, annotation: cst.BaseExpression) -> bool:
@@ -509,10 +511,20 @@ class Analysis:
                         changed = True
                 for call in func.calls:
                     changed |= self._mark_callee_params(call, func, facts)
+                changed |= self._class_valued_attrs(func, facts)
                 if func.owner is None and func.key not in facts.class_functions and any(
                         self._is_class_value(ret.value, func, facts) for ret in _returns(func.node)):
                     facts.class_functions.add(func.key)
                     changed = True
+
+    def _class_valued_attrs(self, func: FunctionFacts, facts: Facts) -> bool:
+        """Attributes a method sets to a layer class (`self._norm_layer = nn.BatchNorm2d`): factories."""
+        found = {dotted(t.target)[5:] for a in _assignments(func.node) if func.owner for t in a.targets
+                 if (dotted(t.target) or "").count(".") == 1 and dotted(t.target).startswith("self.")
+                 and self._is_class_value(a.value, func, facts)}
+        new = found - facts.factory_attrs
+        facts.factory_attrs |= new
+        return bool(new)
 
     def _callee(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> FunctionFacts | None:
         name = dotted(call.func)

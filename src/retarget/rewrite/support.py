@@ -68,12 +68,21 @@ GENERATED = {"TORCH_LAYOUT": _torch_layout}
 
 
 class _DropDefaultRngs(cst.CSTTransformer):
-    """Helper layers without their `@default_rngs`: output that builds every layer with an explicit
-    `rngs` has no use for it."""
+    """Helper layers without their `@default_rngs`, and without the methods that draw from the layer
+    being built (`reset_parameters` for subclasses that call it): output that builds every layer with
+    an explicit `rngs` has no use for them."""
 
-    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef):
+        if original.name.value != "building_rngs" and _mentions_name(original.body, "building_rngs"):
+            return cst.RemoveFromParent()
         kept = [d for d in updated.decorators if dotted(d.decorator) != SCOPED]
         return updated.with_changes(decorators=kept) if len(kept) != len(updated.decorators) else updated
+
+
+def _mentions_name(node: cst.CSTNode, name: str) -> bool:
+    visitor = _Names()
+    node.visit(visitor)
+    return name in visitor.names
 
 
 class SupportLibrary:
@@ -94,6 +103,7 @@ class SupportLibrary:
                         self.scoped[name] = stmt
         self.order = list(self.definitions)
         self.deps = {name: self._references(node) - {name} for name, node in self.definitions.items()}
+        self.scoped_deps = {**self.deps, **{name: self._references(node) - {name} for name, node in self.scoped.items()}}
 
     def _references(self, node: cst.CSTNode) -> set[str]:
         visitor = _Names()
@@ -103,11 +113,12 @@ class SupportLibrary:
     def closure(self, names: set[str]) -> list[str]:
         """`names` plus everything they need, in source order."""
         needed, stack = set(), list(names)
+        deps = self.scoped_deps if SCOPED in names else self.deps
         while stack:
             name = stack.pop()
             if name not in needed:
                 needed.add(name)
-                stack.extend(self.deps[name])
+                stack.extend(deps[name])
         return [n for n in self.order if n in needed]
 
     @functools.cache

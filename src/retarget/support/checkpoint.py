@@ -77,8 +77,9 @@ def _layer_entries(obj, params, layout, src, dst, rel, own=False):
     entries, unmapped = [], []
     for name, value in _children(obj):
         path = rel + name
-        matched = _match(params, path) or ((path, "identity") if own and not rel else None)
+        matched = _match(params, path)
         if isinstance(value, nnx.Variable):
+            matched = matched or ((path, "identity") if own and not rel else None)
             if matched is None:
                 unmapped.append(dst + path)
             else:
