@@ -297,9 +297,10 @@ class Analysis:
         bound to a call's result (timm's `create_fn = model_entrypoint(name)`)."""
         builder = func.node.name.value == "__init__" or func.key in facts.rngs_functions
         bindings = list(_local_bindings(func.node))
-        local = {*func.params, *(n for n, _ in bindings)} - {"self", "cls", *facts.functions}
+        local = {*func.params, *(n for n, _ in bindings)} - {"self", "cls", *facts.functions, *func.module_names}
         made = set() if func.key in facts.seeded else (  # a function making its own `rngs` needs no lender
-            {n for n, v in bindings if self._package_call(v)} - {"self", "cls", "rngs", *facts.functions})
+            {n for n, v in bindings if self._package_call(v) and dotted(v.func) not in facts.classes}
+            - {"self", "cls", "rngs", *facts.functions})  # `model = Net()` holds a model, not a class
         for call in func.calls:
             if any(a.keyword and a.keyword.value == "rngs" for a in call.args) or self.needs_rngs(
                     call, func, facts, facts.rngs_functions):

@@ -100,7 +100,8 @@ def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef
         optional = (in_module and func.node.name.value == "__init__" and not _reads_rngs(updated.body)
                     and not (ctx.module_class and ctx.module_class.keeps_rngs))
         updated = add_rngs_param(updated, optional)
-    if ctx.facts.dynamic and func.owner is None and func.key in ctx.facts.scopes and "rngs" not in func.params:
+    if ctx.facts.dynamic and func.owner is None and func.key in ctx.facts.scopes and "rngs" not in param_names(
+            updated):
         updated = add_rngs_param(updated, optional=True)  # `create_model(name, rngs=...)`: lends it on
     if ctx.facts.dynamic and ((in_module and func.node.name.value == "__init__")
                               or func.key in ctx.facts.passed_builders or func.key in ctx.facts.scopes):
