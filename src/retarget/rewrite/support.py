@@ -8,20 +8,15 @@ Constants are definitions too; `TORCH_LAYOUT` is generated from the rules.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import libcst as cst
 
+from ..helper_index import BUILDING, SCOPED, HelperIndex, helper_index
 from .names import dotted
 
-SUPPORT_DIR = Path(__file__).resolve().parent.parent / "support"
-SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
-                 "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
-                 "distributions.py")
 MODULE = "_torch_compat"  # a converted package's helper module: `from ._torch_compat import Conv2d, pad`
 BEGIN = "# --- PyTorch-semantics helpers, copied in by retarget (plain JAX/Flax) ---"
 END = "# --- end of retarget helpers ---"
-SCOPED = "default_rngs"  # the decorator of constructors whose `rngs` defaults to their builder's
 
 
 class _Names(cst.CSTVisitor):
@@ -73,7 +68,7 @@ class _DropDefaultRngs(cst.CSTTransformer):
     an explicit `rngs` has no use for them."""
 
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef):
-        if original.name.value != "building_rngs" and _mentions_name(original.body, "building_rngs"):
+        if original.name.value != BUILDING and _mentions_name(original.body, BUILDING):
             return cst.RemoveFromParent()
         kept = [d for d in updated.decorators if dotted(d.decorator) != SCOPED]
         return updated.with_changes(decorators=kept) if len(kept) != len(updated.decorators) else updated
@@ -86,39 +81,34 @@ def _mentions_name(node: cst.CSTNode, name: str) -> bool:
 
 
 class SupportLibrary:
-    """Top-level support definitions, their order and their dependencies. A definition using
-    `@default_rngs` is kept in two forms: with it (`scoped`, for output that uses `default_rngs`
-    itself) and without."""
+    """The helpers as LibCST statements, parsed one definition at a time when an output first needs
+    it; names, order and dependencies come from the `ast` index (`helper_index`)."""
 
-    def __init__(self, files: tuple[str, ...] = SUPPORT_FILES):
-        self.definitions: dict[str, cst.CSTNode] = {}
-        self.scoped: dict[str, cst.CSTNode] = {}
-        for name in files:
-            module = cst.parse_module((SUPPORT_DIR / name).read_text())
-            for stmt in module.body:
-                name = _defined_name(stmt)
-                if name:
-                    self.definitions[name] = stmt.visit(_DropDefaultRngs())
-                    if not self.definitions[name].deep_equals(stmt):
-                        self.scoped[name] = stmt
+    def __init__(self, index: HelperIndex | None = None):
+        self.index = index or helper_index()
+        self.definitions = self.index.definitions
         self.order = list(self.definitions)
-        self.deps = {name: self._references(node) - {name} for name, node in self.definitions.items()}
-        self.scoped_deps = {**self.deps, **{name: self._references(node) - {name} for name, node in self.scoped.items()}}
+        self._parsed: dict[tuple[str, bool], cst.CSTNode] = {}
 
-    def _references(self, node: cst.CSTNode) -> set[str]:
-        visitor = _Names()
-        node.visit(visitor)
-        return visitor.names & set(self.definitions)
+    def node(self, name: str, scoped: bool = False) -> cst.CSTNode:
+        """One definition's statement: as written (`scoped`) or in its static form."""
+        scoped = scoped and self.index.scoped(name)
+        if (name, scoped) not in self._parsed:
+            module = cst.parse_module(self.index.text(name))
+            stmt = module.body[0]
+            stmt = stmt.with_changes(leading_lines=[*module.header, *stmt.leading_lines])
+            self._parsed[name, scoped] = stmt if scoped else stmt.visit(_DropDefaultRngs())
+        return self._parsed[name, scoped]
 
     def closure(self, names: set[str]) -> list[str]:
         """`names` plus everything they need, in source order."""
         needed, stack = set(), list(names)
-        deps = self.scoped_deps if SCOPED in names else self.deps
+        scoped = SCOPED in names
         while stack:
             name = stack.pop()
             if name not in needed:
                 needed.add(name)
-                stack.extend(deps[name])
+                stack.extend(self.index.deps(name, scoped))
         return [n for n in self.order if n in needed]
 
     @functools.cache
@@ -129,8 +119,8 @@ class SupportLibrary:
 
     def render(self, names: set[str]) -> list[cst.BaseStatement]:
         """Statements defining `names` (and dependencies), the first one headed by a marker comment."""
-        forms = {**self.definitions, **self.scoped} if SCOPED in names else self.definitions
-        nodes = [GENERATED[n]() if n in GENERATED else forms[n] for n in self.closure(names)]
+        scoped = SCOPED in names
+        nodes = [GENERATED[n]() if n in GENERATED else self.node(n, scoped) for n in self.closure(names)]
         if nodes:
             nodes[0] = nodes[0].with_changes(leading_lines=[
                 cst.EmptyLine(), cst.EmptyLine(), cst.EmptyLine(comment=cst.Comment(BEGIN))])

@@ -13,6 +13,8 @@ parameter collected. A variant can require the caller's form of an argument:
 """
 from __future__ import annotations
 
+import ast
+import functools
 import re
 from typing import Sequence
 
@@ -57,11 +59,15 @@ class Template:
             raise TemplateError(f"template {text!r}: unknown argument form(s) {sorted(unknown)} "
                                 f"(known: {sorted(FORMS)})")
         self.placeholders = {m[2] for m in PLACEHOLDER.finditer(text)}
-        source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
-        try:
-            self.expr = cst.parse_expression(source)
-        except cst.ParserSyntaxError as exc:
-            raise TemplateError(f"template {text!r} does not parse: {exc.message}") from None
+        self.source = PLACEHOLDER.sub(lambda m: m[1] + (FORCED if m[3] else PREFIX) + m[2], text)
+        try:  # Python's own parser checks it now; LibCST parses it when a conversion first uses it
+            ast.parse(self.source, mode="eval")
+        except SyntaxError as exc:
+            raise TemplateError(f"template {text!r} does not parse: {exc.msg}") from None
+
+    @functools.cached_property
+    def expr(self) -> cst.BaseExpression:
+        return cst.parse_expression(self.source)
 
     def render(self, values: dict[str, object], defaults: dict[str, cst.BaseExpression]) -> cst.BaseExpression | None:
         """Substitute bound arguments; None when a required placeholder is missing."""

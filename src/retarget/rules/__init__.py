@@ -169,19 +169,20 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
 
 def _validate(rules: RuleSet) -> None:
     from ..plugins import REGISTRY, load_plugins
-    from ..rewrite.support import SUPPORT
+    from ..helper_index import helper_index
+    helpers = helper_index()
     load_plugins()
     for kind in KINDS:
         for rule in rules.by_kind[kind].values():
             if rule.plugin and rule.plugin not in REGISTRY:
                 raise RuleError(f"{rule.origin}: rule {rule.name!r} names plugin {rule.plugin!r}, "
                                 f"which is not registered (known: {', '.join(sorted(REGISTRY))})")
-            if rule.as_class and not rule.as_class.startswith("nnx.") and rule.as_class not in SUPPORT.definitions:
+            if rule.as_class and not rule.as_class.startswith("nnx.") and rule.as_class not in helpers:
                 raise RuleError(f"{rule.origin}: rule {rule.name!r}: as_class {rule.as_class!r} is not a support class")
-            if rule.as_value and rule.as_value not in SUPPORT.definitions:
+            if rule.as_value and rule.as_value not in helpers:
                 raise RuleError(f"{rule.origin}: rule {rule.name!r}: as_value {rule.as_value!r} is not a support helper")
             for helper in rule.support:
-                if helper not in SUPPORT.definitions:
+                if helper not in helpers:
                     raise RuleError(f"{rule.origin}: rule {rule.name!r} needs support helper {helper!r}, "
                                     "which retarget/support does not define")
 
