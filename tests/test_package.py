@@ -268,14 +268,13 @@ def test_imports_written_as_if_the_directory_were_on_sys_path(tmp_path):
 
 
 def test_a_star_imported_torch_name_is_torch_s_unless_shadowed():
-    from retarget.pipeline import torch_qualnames
-    from libcst.metadata import MetadataWrapper
+    from retarget.rewrite.names import torch_names
     source = ("from .parts import *\n\nclass M(nn.Module):\n    def f(self, x, nn=None):\n"
               "        return F.relu(x), nn.Linear, g(F=1).F\n")
-    wrapper = MetadataWrapper(retarget.pipeline.parse(source, "m.py"))
-    found = sorted(torch_qualnames(wrapper, {"nn": "torch.nn", "F": "torch.nn.functional"}).values())
+    found = sorted(torch_names(retarget.pipeline.parse(source, "m.py"),
+                               {"nn": "torch.nn", "F": "torch.nn.functional"}).values())
     assert found == ["torch.nn.Module", "torch.nn.functional.relu"]  # not the parameter `nn`, not `F=` or `.F`
-    assert torch_qualnames(MetadataWrapper(retarget.pipeline.parse(source, "m.py"))) == {}
+    assert torch_names(retarget.pipeline.parse(source, "m.py")) == {}
 
 
 def test_a_package_attribute_shadowing_its_submodule_still_resolves_the_submodules_classes():

@@ -18,7 +18,7 @@ from .diagnostics import FILE_MARKER, ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
-from .rewrite.names import TorchNames, dotted, is_torch_name
+from .rewrite.names import dotted, is_torch_name, torch_names
 from .rewrite.shadowing import alias_statements
 from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
@@ -101,16 +101,6 @@ def check(code: str, path: str) -> None:
                            f"(output line {exc.lineno})") from None
 
 
-def torch_qualnames(wrapper: MetadataWrapper, star_names: dict[str, str] | None = None,
-                    aliases: dict[str, str] | None = None) -> dict:
-    """The `node -> torch qualified name` map of a parsed file (`star_names`: torch's names that
-    star imports of other files of its package bind; `aliases`: names it imports from its package
-    that are torch's there)."""
-    names = TorchNames(star_names, aliases)
-    wrapper.visit(names)
-    return names.qualnames
-
-
 def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = None,
                    external: External | None = None, helpers_from: str | None = None) -> Conversion:
     """Convert one file; `external` carries what the rest of its package says about its imports.
@@ -118,8 +108,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     from the package's helper module, which the caller writes (`helper_module`)."""
     rules = rules or default_rules()
     wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
-    qualnames = torch_qualnames(wrapper, external.torch_names if external else None,
-                                external.torch_aliases if external else None)
+    qualnames = torch_names(wrapper.module, external.torch_names if external else None,
+                            external.torch_aliases if external else None)
     prepass = Prepass()
     wrapper.module.visit(prepass)
     analysis = Analysis(wrapper.module, qualnames, rules, external)

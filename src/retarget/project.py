@@ -27,7 +27,8 @@ from .isolation import guarded, internal_problem, with_problem
 from .notebook import convert_notebook, notebook_python
 from .package_imports import ModuleImports, SourceFile, module_imports, package_bindings
 from .package_imports import import_bindings, source_files  # noqa: F401 - part of this module's interface
-from .pipeline import Conversion, convert_source, parse, torch_qualnames
+from .pipeline import Conversion, convert_source, parse
+from .rewrite.names import torch_names
 from .rewrite.facts import Analysis, External
 from .rewrite.support import MODULE
 from .rules import RuleSet, default_rules
@@ -208,8 +209,8 @@ def _parse(file: SourceFile, text: str) -> _Indexed:
 
 
 def _qualify(item: _Indexed, index: ProjectIndex) -> _Indexed:
-    item.qualnames = torch_qualnames(item.wrapper, index.torch_names[item.file.path],
-                                     index.facts.external_for(item.bindings).torch_aliases)
+    item.qualnames = torch_names(item.wrapper.module, index.torch_names[item.file.path],
+                                 index.facts.external_for(item.bindings).torch_aliases)
     item.wrapper = None
     return item
 

@@ -11,12 +11,16 @@
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import libcst as cst
 
 from ..rules import TENSOR_METHOD_NAMES, RuleSet
 from .names import dotted
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,8 +56,24 @@ class FunctionFacts:
         return set(names) | {f"#{i}" for i, p in enumerate(params) if p in names}
 
 
+def _per_node(compute: Callable[[cst.CSTNode], T]) -> Callable[[cst.CSTNode], T]:
+    """Memoise a function of one (immutable) node: the analysis' fixed points ask again and again."""
+    cache: dict[int, tuple[cst.CSTNode, T]] = {}
+
+    @functools.wraps(compute)
+    def cached(node: cst.CSTNode) -> T:
+        found = cache.get(id(node))
+        if found is None or found[0] is not node:
+            if len(cache) > 8192:
+                cache.clear()
+            found = cache[id(node)] = (node, compute(node))
+        return found[1]
+    return cached
+
+
+@_per_node
 def _returns(func: cst.FunctionDef) -> list[cst.Return]:
-    """The `return <value>` statements of a function (not of functions nested in it)."""
+    """The `return <value>` statements of a function (not of functions nested in it; memoised)."""
     found: list[cst.Return] = []
 
     class _Visitor(cst.CSTVisitor):
@@ -593,20 +613,15 @@ class Analysis:
         return bool(rule and any("prng" in t.placeholders for t in rule.templates))
 
 
-_ASSIGNMENTS: dict[int, tuple[cst.FunctionDef, list[cst.Assign]]] = {}
-
-
 def _makes_rngs(assigns: list[cst.Assign]) -> bool:
     """`rngs = nnx.Rngs(seed)` among the assignments."""
     return any(dotted(t.target) == "rngs" and isinstance(a.value, cst.Call) and dotted(a.value.func) == "nnx.Rngs"
                for a in assigns for t in a.targets)
 
 
+@_per_node
 def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
     """Assignments in a function body (memoised: the fixed points ask repeatedly)."""
-    cached = _ASSIGNMENTS.get(id(func))
-    if cached is not None and cached[0] is func:
-        return cached[1]
     found: list[cst.Assign] = []
 
     class _Visitor(cst.CSTVisitor):
@@ -618,9 +633,6 @@ def _assignments(func: cst.FunctionDef) -> list[cst.Assign]:
                 found.append(cst.Assign([cst.AssignTarget(node.target)], node.value))
 
     func.body.visit(_Visitor())
-    if len(_ASSIGNMENTS) > 4096:
-        _ASSIGNMENTS.clear()
-    _ASSIGNMENTS[id(func)] = (func, found)
     return found
 
 

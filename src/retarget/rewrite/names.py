@@ -1,7 +1,7 @@
 """Name resolution: which expressions refer to torch, whatever the import form.
 
-Uses LibCST's scope analysis (QualifiedNameProvider), so `import torch.nn as
-nn`, `from torch.nn import functional as F, Linear`, `import torch as th`,
+Uses Python's scoping rules (`scopes.py`), so `import torch.nn as nn`,
+`from torch.nn import functional as F, Linear`, `import torch as th`,
 function-local imports and shadowing by local names all resolve in one place.
 Only the outermost expression of a dotted chain is recorded (`nn.init.zeros_`,
 not `nn.init`), which is what rules are keyed by. In a package, a name bound
@@ -11,7 +11,8 @@ the package says so (`star_names`: `nn` -> `torch.nn`).
 from __future__ import annotations
 
 import libcst as cst
-from libcst.metadata import QualifiedNameProvider, QualifiedNameSource
+
+from .scopes import BUILTINS, OTHER, Binder, bind
 
 # Modules whose names rules are keyed by: torch, and einops' torch layers (einops' functions run on
 # JAX arrays as written, its `einops.layers.torch` classes are torch modules)
@@ -23,25 +24,16 @@ def is_torch_name(name: str | None) -> bool:
     return bool(name) and any(name == root or name.startswith(root + ".") for root in ROOTS)
 
 
-def _torch_name(names) -> str | None:
-    found = sorted(q.name for q in names if is_torch_name(q.name))
-    return found[0] if found else None
-
-
 class TorchNames(cst.CSTVisitor):
     """Collect `node -> qualified torch name` for every torch reference."""
-    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
-    def __init__(self, star_names: dict[str, str] | None = None, aliases: dict[str, str] | None = None) -> None:
+    def __init__(self, binder: Binder, star_names: dict[str, str] | None = None,
+                 aliases: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.binder = binder
         self.qualnames: dict[cst.CSTNode, str] = {}
         self.star_names = star_names or {}
         self.aliases = aliases or {}  # names imported from the package that are torch's there
-        self._not_references: set[int] = set()  # keyword names and attribute names: never bound
-
-    def visit_Arg(self, node: cst.Arg) -> None:
-        if node.keyword is not None:
-            self._not_references.add(id(node.keyword))
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False
@@ -50,7 +42,6 @@ class TorchNames(cst.CSTVisitor):
         return False
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
-        self._not_references.add(id(node.attr))
         if dotted(node) is None:  # `torch.tril(x).view`: only plain dotted chains name an API
             return True
         name = self._qualified(node)
@@ -60,31 +51,44 @@ class TorchNames(cst.CSTVisitor):
         return False
 
     def visit_Name(self, node: cst.Name) -> None:
-        name = self._qualified(node) if id(node) not in self._not_references else None
+        name = self._qualified(node)
         if name is not None:
             self.qualnames[node] = name
 
     def _qualified(self, node: cst.Name | cst.Attribute) -> str | None:
-        names = self.get_metadata(QualifiedNameProvider, node, set())
-        if not names:
-            return self._star_name(node)
-        found = _torch_name(names)
-        if found is None and self.aliases and any(q.source is QualifiedNameSource.IMPORT for q in names):
-            return self.aliases.get(dotted(node) or "")
-        return found
+        head = node
+        while isinstance(head, cst.Attribute):
+            head = head.value
+        scope = self.binder.reads.get(head)
+        if scope is None:  # a keyword, an attribute name, a target: never a reference
+            return None
+        bindings = scope.lookup(head.value)
+        name = dotted(node)
+        if bindings is None:
+            return self._star_name(name) if head.value not in BUILTINS else None
+        rest = name[len(head.value):]
+        found = sorted(t + rest for t in bindings if t is not OTHER and is_torch_name(t + rest))
+        if found:
+            return found[0]
+        return self.aliases.get(name) if self.aliases and any(t is not OTHER for t in bindings) else None
 
-    def _star_name(self, node: cst.Name | cst.Attribute) -> str | None:
-        """Torch's name for a reference LibCST cannot bind, whose first name a star import brought."""
-        name = dotted(node) or ""
+    def _star_name(self, name: str) -> str | None:
+        """Torch's name for a reference nothing in the file binds, whose first name a star import
+        brought."""
         head, _, rest = name.partition(".")
         if head not in self.star_names:
             return None
-        first = node
-        while isinstance(first, cst.Attribute):
-            first = first.value
-        if self.get_metadata(QualifiedNameProvider, first, set()):  # bound here (shadowed): not the import
-            return None
         return f"{self.star_names[head]}.{rest}" if rest else self.star_names[head]
+
+
+def torch_names(module: cst.Module, star_names: dict[str, str] | None = None,
+                aliases: dict[str, str] | None = None) -> dict[cst.CSTNode, str]:
+    """The `node -> torch qualified name` map of a parsed module (`star_names`: torch's names that
+    star imports of other files of its package bind; `aliases`: names it imports from its package
+    that are torch's there)."""
+    names = TorchNames(bind(module), star_names, aliases)
+    module.visit(names)
+    return names.qualnames
 
 
 def dotted(node: cst.BaseExpression) -> str | None:
