@@ -142,3 +142,12 @@ def test_activation_and_pixel_shuffle_classes():
     x = RNG.standard_normal((2, 8, 3, 5)).astype(np.float32)
     close(L.PixelShuffle(2)(jnp.asarray(x)), torch.nn.PixelShuffle(2)(torch.from_numpy(x)))
     close(L.PixelUnshuffle(2)(jnp.asarray(X4[:, :, :8, :10])), torch.nn.PixelUnshuffle(2)(t[:, :, :8, :10]))
+
+
+def test_flat_draws_are_jaxs_own_values():
+    """The layers' initialisers draw flat and reshape (XLA compiles that several times faster): under
+    JAX's default partitionable threefry the values are exactly `jax.random.uniform(key, shape)`'s."""
+    with jax.threefry_partitionable(True):
+        key = jax.random.key(3)
+        np.testing.assert_array_equal(L._flat_uniform(key, (8, 3, 5, 5), jnp.float32, -0.2, 0.2),
+                                      jax.random.uniform(key, (8, 3, 5, 5), jnp.float32, -0.2, 0.2))
