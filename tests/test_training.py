@@ -157,6 +157,13 @@ def test_converted_inference_script_loads_the_original_checkpoint(tmp_path, monk
     again, epoch = fmod.predict(str(tmp_path / "again.pt"), images, rngs=nnx.Rngs(2))
     np.testing.assert_allclose(np.asarray(again), np.asarray(got), rtol=0, atol=0)
     assert epoch == 7
+    monkeypatch.undo()  # what the converted script saved is torch's format, with torch's keys and layouts
+    saved = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert saved["epoch"] == 7 and set(saved["model"]) == set(tmodel.state_dict())
+    reloaded = tmod.SmallCNN()
+    reloaded.load_state_dict(saved["model"])  # strict
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded.eval()(torch.tensor(images)).numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_load_state_dict_reports_every_mismatch(tmp_path):

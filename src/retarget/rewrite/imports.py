@@ -27,6 +27,7 @@ KNOWN_IMPORTS = {
     "optax": "import optax",
     "re": "import re",
     "pickle": "import pickle",
+    "struct": "import struct",
     "zipfile": "import zipfile",
     "dataclass": "from dataclasses import dataclass",
     "Path": "from pathlib import Path",
@@ -34,7 +35,7 @@ KNOWN_IMPORTS = {
     "urllib": "import urllib.request",
     "einops": "import einops",
 }
-ORDER = ["functools", "inspect", "math", "os", "pickle", "re", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+ORDER = ["functools", "inspect", "math", "os", "pickle", "re", "struct", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
          "einops", "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 

@@ -14,11 +14,12 @@ import re
 import urllib.request
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .torch_checkpoint import CheckpointError, TensorRef, TorchCheckpoint
+from .torch_checkpoint import CheckpointError, TensorRef, TorchCheckpoint, write_torch
 
 TORCH_LAYOUT = {}  # generated from the rules: layer class -> [(flax path, torch key, transform)]
 
@@ -199,13 +200,32 @@ def _nested(flat):
     return root
 
 
+def _plain(obj):
+    """NNX states as nested dicts, JAX arrays as NumPy ones, containers kept."""
+    if isinstance(obj, nnx.State):
+        obj = obj.to_pure_dict()
+    if isinstance(obj, dict):
+        return {key: _plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(value) for value in obj)
+    return np.asarray(obj) if isinstance(obj, jax.Array) else obj
+
+
 def save(obj, f):
-    """torch.save for converted scripts: nested dicts of arrays, numbers and NNX states, written
-    atomically as an .npz archive (no pickle: `load` reads it back with allow_pickle=False)."""
-    tmp = f"{f}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **_flat(obj))
-    os.replace(tmp, f)
+    """torch.save for converted scripts: torch's own zip format, written without torch (no pickled
+    code: only the tensor and container opcodes torch's `weights_only` loader accepts), atomically.
+    A `state_dict(model)` saved so loads into the original torch model."""
+    write_torch(_plain(obj), f)
+
+
+def state_dict(module):
+    """module.state_dict() for converted scripts: torch's keys and layouts (TORCH_LAYOUT, the table
+    `load_state_dict` reads with), so what `save` writes loads into the torch model. A model with
+    variables no layout maps keeps its NNX state (`load_state_dict` restores that path by path)."""
+    entries, unmapped = torch_entries(module, TORCH_LAYOUT)
+    if unmapped:
+        return nnx.state(module, nnx.Not(nnx.RngState))
+    return {key: from_flax_layout(np.asarray(variable[...]), transform) for key, _, variable, transform in entries}
 
 
 def load(f, map_location=None, weights_only=True):
@@ -254,11 +274,11 @@ def _materialize(checkpoint, tree):
     return checkpoint.read(tree) if isinstance(tree, TensorRef) else tree
 
 
-def load_state_dict(module, state_dict, strict=True):
+def load_state_dict(module, state, strict=True):
     """module.load_state_dict(sd): a torch state dict (dotted torch keys) is mapped through
     TORCH_LAYOUT; a state saved by the converted script (`nnx.state`) is restored path by path.
     Missing, unexpected or mis-shaped entries raise, listing every one (unless strict=False)."""
-    flat = _flat(state_dict)
+    flat = _flat(state)
     if any("." in key and "/" not in key for key in flat):
         entries, unmapped = torch_entries(module, TORCH_LAYOUT)
         targets = [(source, variable, transform) for source, _, variable, transform in entries]

@@ -12,7 +12,9 @@ archive only when asked for, one storage at a time.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,3 +196,80 @@ def tensors_in(tree, prefix=""):
     elif isinstance(tree, TensorRef):
         out[prefix[:-1]] = tree
     return out
+
+
+# ---------------------------------------------------------------------------------------------- writing
+# torch's zip format, written without torch: the pickle is written opcode by opcode, naming exactly
+# the globals torch's `weights_only` loader accepts (`torch._utils._rebuild_tensor_v2`, the typed
+# storage classes, `collections.OrderedDict`), so `torch.load(path, weights_only=True)` reads it.
+STORAGE_NAMES = {np.dtype(dtype): name for name, dtype in STORAGE_DTYPES.items()}
+ARCHIVE = "archive"
+
+
+def _global(module, name):
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _unicode(text):
+    data = text.encode()
+    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
+
+
+def _int(value):
+    return pickle.LONG1 + bytes([len(raw := int(value).to_bytes(8, "little", signed=True))]) + raw
+
+
+def _tuple(items):
+    return pickle.MARK + b"".join(items) + pickle.TUPLE
+
+
+def _tensor(key, dtype, shape):
+    """`_rebuild_tensor_v2(storage, 0, shape, contiguous strides, False, OrderedDict())`."""
+    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
+    storage = _tuple([_unicode("storage"), _global("torch", STORAGE_NAMES[np.dtype(dtype)]), _unicode(key),
+                      _unicode("cpu"), _int(int(np.prod(shape, dtype=np.int64)))]) + pickle.BINPERSID
+    hooks = _global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
+    args = _tuple([storage, _int(0), _tuple([_int(d) for d in shape]), _tuple([_int(s) for s in strides]),
+                   pickle.NEWFALSE, hooks])
+    return _global("torch._utils", "_rebuild_tensor_v2") + args + pickle.REDUCE
+
+
+def _pickled(value, arrays):
+    """The opcodes of `value` (dicts, lists, tuples, numbers, strings, arrays); arrays are appended to
+    `arrays`, each the storage named by its index."""
+    if isinstance(value, dict):
+        items = b"".join(_pickled(k, arrays) + _pickled(v, arrays) for k, v in value.items())
+        return pickle.EMPTY_DICT + (pickle.MARK + items + pickle.SETITEMS if value else b"")
+    if isinstance(value, (list, tuple)):
+        items = [_pickled(v, arrays) for v in value]
+        return _tuple(items) if isinstance(value, tuple) else pickle.EMPTY_LIST + (
+            pickle.MARK + b"".join(items) + pickle.APPENDS if items else b"")
+    if value is None or isinstance(value, bool):
+        return {None: pickle.NONE, True: pickle.NEWTRUE, False: pickle.NEWFALSE}[value]
+    if isinstance(value, (int, np.integer)):
+        return _int(value)
+    if isinstance(value, (float, np.floating)):
+        return pickle.BINFLOAT + struct.pack(">d", float(value))
+    if isinstance(value, str):
+        return _unicode(value)
+    array = np.asarray(value)  # (np.ascontiguousarray would make a 0-d array 1-d)
+    if array.dtype not in STORAGE_NAMES:
+        raise TypeError(f"torch.save: cannot write a value of type {type(value).__name__} ({array.dtype}); "
+                        "save arrays, numbers, strings and containers of them")
+    arrays.append(array)
+    return _tensor(str(len(arrays) - 1), array.dtype, array.shape)
+
+
+def write_torch(obj, f):
+    """`torch.save(obj, f)` in torch's zip format, atomically; `obj` holds dicts, lists, tuples,
+    numbers, strings and arrays (JAX or NumPy), which torch reads back as tensors."""
+    arrays = []
+    data = pickle.PROTO + b"\x02" + _pickled(obj, arrays) + pickle.STOP
+    tmp = f"{f}.tmp{os.getpid()}"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr(f"{ARCHIVE}/data.pkl", data)
+        archive.writestr(f"{ARCHIVE}/byteorder", "little")
+        for i, array in enumerate(arrays):
+            archive.writestr(f"{ARCHIVE}/data/{i}", np.ascontiguousarray(array).reshape(-1).view(np.uint8).tobytes())
+        archive.writestr(f"{ARCHIVE}/version", "3\n")
+    os.replace(tmp, f)

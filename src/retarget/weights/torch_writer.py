@@ -9,49 +9,12 @@ member of their own, written as they arrive: one tensor in memory at a time.
 from __future__ import annotations
 
 import pickle
-import struct
 import zipfile
 from typing import BinaryIO
 
-import ml_dtypes
 import numpy as np
 
-STORAGE_NAMES = {
-    np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
-    np.dtype(np.float16): "HalfStorage", np.dtype(ml_dtypes.bfloat16): "BFloat16Storage",
-    np.dtype(np.int64): "LongStorage", np.dtype(np.int32): "IntStorage", np.dtype(np.int16): "ShortStorage",
-    np.dtype(np.int8): "CharStorage", np.dtype(np.uint8): "ByteStorage", np.dtype(np.bool_): "BoolStorage",
-}
-ARCHIVE = "archive"
-
-
-def _global(module: str, name: str) -> bytes:
-    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
-
-
-def _unicode(text: str) -> bytes:
-    data = text.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
-
-
-def _int(value: int) -> bytes:
-    return pickle.LONG1 + bytes([len(raw := value.to_bytes(8, "little", signed=True))]) + raw
-
-
-def _tuple(items: list[bytes]) -> bytes:
-    return pickle.MARK + b"".join(items) + pickle.TUPLE
-
-
-def _tensor(key: str, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """`_rebuild_tensor_v2(storage, 0, shape, contiguous strides, False, OrderedDict())`."""
-    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
-    storage = _tuple([_unicode("storage"), _global("torch", STORAGE_NAMES[np.dtype(dtype)]), _unicode(key),
-                      _unicode("cpu"), _int(int(np.prod(shape, dtype=np.int64)))]) + pickle.BINPERSID
-    hooks = _global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
-    args = _tuple([storage, _int(0), _tuple([_int(d) for d in shape]), _tuple([_int(s) for s in strides]),
-                   pickle.NEWFALSE, hooks])
-    return _global("torch._utils", "_rebuild_tensor_v2") + args + pickle.REDUCE
-
+from ..support.torch_checkpoint import ARCHIVE, _global, _tensor, _unicode
 
 def state_dict_pickle(layout: list[tuple[str, np.dtype, tuple[int, ...]]]) -> bytes:
     """The data.pkl of a state dict whose i-th tensor lives in storage `i`."""
