@@ -84,12 +84,20 @@ def test_bad_target_is_a_usage_error():
     assert info.value.code == 2
 
 
-def test_help_lists_every_exit_status(capsys):
+@pytest.mark.parametrize("args", [["convert", "--help"], ["--help"]])
+def test_help_lists_every_exit_status(capsys, args):
     with pytest.raises(SystemExit) as info:
-        main(["convert", "--help"])
+        main(args)
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert all(f"\n  {status}  " in out for status in range(4)) and "RT900" in out and "RT901" in out
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"retarget {version('retarget')}\n"
 
 
 def test_convert_does_not_load_jax_flax_torch_or_numpy(tmp_path):

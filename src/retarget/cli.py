@@ -56,8 +56,18 @@ class Converted:
     helpers: frozenset[str] = frozenset()  # what it imports from the helper module
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("retarget")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retarget", description="Port PyTorch models to JAX / Flax NNX.")
+    parser = argparse.ArgumentParser(prog="retarget", description="Port PyTorch models to JAX / Flax NNX.",
+                                     epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)",
                           epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
