@@ -2,7 +2,9 @@
 rendered by headless Chromium (DOM after scripts ran, and a screenshot checked pixel by pixel)."""
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -68,6 +70,28 @@ def test_html_links_reach_their_lines_and_marks_untranslated_code(project):
     assert page.classes.count("escape") == 2 and page.classes.count("untranslated") == 4
     assert "<mark>torch.special.i0e(x)</mark>" in text
     assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing fetched
+
+
+def test_html_pairs_definitions_lists_helpers_and_hints_each_escape():
+    """A converted class sits beside its original method by method (`forward` beside `__call__`, not
+    an unrelated constructor), the folded helpers say which they are, and each escape says how to fix it."""
+    from retarget.cli import Converted
+    from retarget.diagnostics import HINTS
+    from retarget.pipeline import convert_source
+    from retarget.report import render_html
+    source = ("import torch\nimport torch.nn as nn\n\n\nclass A(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.fc = nn.Conv2d(2, 2, 1)\n\n    def forward(self, x):\n"
+              "        return torch.special.i0e(self.fc(x))\n")
+    result = convert_source(source, "a.py")
+    text = render_html([Converted(None, Path("a.py"), source, result.code, result.diagnostics)])
+    rows = re.findall(r'<tr class="\w+">(.*?)</tr>', text)
+    cells = [re.findall(r'<td class="code[^"]*">(.*?)</td>', row) for row in rows]
+    paired = {html.unescape(re.sub("<[^>]+>", "", left)).strip(): html.unescape(right).strip()
+              for left, right in (c for c in cells if len(c) == 2)}
+    assert paired["def forward(self, x):"].startswith("def __call__(self, x")
+    assert paired["def __init__(self):"].startswith("def __init__(self")
+    assert "How to fix: " + html.escape(HINTS["RT101"]) in text
+    assert re.search(r"lines of helpers copied in \([^)]*\bConv2d\b", text)
 
 
 def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -31,6 +31,28 @@ CODES = {
     UNREADABLE: "the file cannot be converted (syntax error, not UTF-8, not a notebook): kept unchanged",
 }
 
+# How to fix each one (the HTML report shows it beside the escape)
+HINTS = {
+    "RT101": "write the JAX equivalent on the marked line (jnp / jax.nn / optax usually have it), or add a "
+             "rule for the API to a rules/*.toml file so every file gets it",
+    "RT102": "rewrite the call with the arguments the message names in a form the rule knows (literal values, "
+             "keywords), or translate that call by hand",
+    "RT103": "call the layer where it is built (nn.ReLU() rather than nn.ReLU), or map the class to its "
+             "converted counterpart by hand",
+    "RT104": "use the out-of-place method (x.add(y) rather than x.add_) where the value is used",
+    "RT105": "replace string attribute names and setattr with plain attributes or an nnx.List / dict of "
+             "layers, so the structure is visible in the code",
+    "RT106": "tie the weights by sharing one layer (or its nnx.Param) between the two places",
+    "RT107": "initialise the layer's own variable (layer.kernel / layer.bias) or pass an initializer where "
+             "the layer is built",
+    "RT108": "give the function an `rngs: nnx.Rngs` parameter (or a key) and draw from it",
+    "RT109": "rename your definition: the converted file needs the helper under that name",
+    "RT110": "put the step in a loop retarget recognises (forward, loss, backward, step together) or write "
+             "it as an nnx.value_and_grad + optimizer.update step",
+    INTERNAL: "report the traceback shown with the file (or a reduced copy) as a bug; the rest converted",
+    UNREADABLE: "fix the syntax error or the encoding shown; the file was copied unchanged",
+}
+
 
 @dataclass(frozen=True)
 class Diagnostic:

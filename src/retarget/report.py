@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from .diagnostics import CODES, MARKER, Diagnostic
+from .diagnostics import CODES, HINTS, MARKER, Diagnostic
 from .notebook import cells_text
 from .rewrite.support import BEGIN, END
 
@@ -54,7 +55,8 @@ def report_data(results: Sequence[ConvertedFile]) -> dict:
                "needs_attention": statuses["needs attention"], "escapes": sum(counts.values()),
                "lines": sum(f["lines"] for f in files)}
     return {"tool": "retarget", "summary": summary, "counts": dict(sorted(counts.items())),
-            "codes": {code: CODES[code] for code in sorted(counts)}, "files": files}
+            "codes": {code: CODES[code] for code in sorted(counts)},
+            "hints": {code: HINTS[code] for code in sorted(counts) if code in HINTS}, "files": files}
 
 
 def report_json(results: Sequence[ConvertedFile]) -> str:
@@ -79,6 +81,7 @@ main{padding:16px 24px}h2{font-size:17px;margin:28px 0 8px}
 .sbs tr.removed td.src{background:#ffebe9}
 .sbs td.untranslated{background:#ffcecb !important}mark{background:#ff8182;color:#000}
 .fold td{background:#ddf4ff;cursor:pointer;color:#0969da;font-family:system-ui}
+.hint{color:#57606a;font-size:13px;margin:2px 0 6px 1em}
 """
 
 SCRIPT = """
@@ -126,9 +129,15 @@ def _where(entry: dict) -> str:
 def _escapes(data: dict, views: list["_View"]) -> str:
     items = "".join(
         f'<li class="escape"><code>{e["code"]}</code> <a href="#file-{i}-L{views[i].line_of(e)}">'
-        f'{html.escape(f["path"])}, {_where(e)}</a>: {html.escape(e["message"])}</li>'
+        f'{html.escape(f["path"])}, {_where(e)}</a>: {html.escape(e["message"])}'
+        f'{_hint(data, e["code"])}</li>'
         for i, f in enumerate(data["files"]) for e in f["escapes"])
     return f'<h2>Escape hatches</h2><ul id="escapes">{items or "<li>none: everything converted</li>"}</ul>'
+
+
+def _hint(data: dict, code: str) -> str:
+    hint = data.get("hints", {}).get(code)
+    return f'<div class="hint">How to fix: {html.escape(hint)}</div>' if hint else ""
 
 
 def _cell(text: str, number: int | None, side: str, file_id: int, flagged: dict[int, int]) -> str:
@@ -152,14 +161,45 @@ def _row(kind: str, left: tuple, right: tuple, file_id: int, flagged: dict[int, 
             f'{_cell(*right, "dst", file_id, flagged)}</tr>')
 
 
-def _aligned_rows(old: list[str], new: list[tuple[str, int]]):
-    """(kind, (text, line) or ("", None), same for the converted side) rows pairing the lines."""
-    matcher = difflib.SequenceMatcher(None, old, [text for text, _ in new], autojunk=False)
+DEFINITION = re.compile(r"^(\s*)(?:async\s+)?(?:def|class)\s+(\w+)")
+SAME_ROLE = {"forward": "__call__"}  # a converted module's forward is its __call__
+
+
+def _blocks(lines: list[tuple[str, int]]) -> list[tuple[tuple, list[tuple[str, int]]]]:
+    """The lines cut at each class and function (with its decorators), keyed by indentation and name."""
+    blocks, current, key = [], [], ("", "")
+    for text, number in lines:
+        found = DEFINITION.match(text)
+        if found:
+            decorators = []
+            while current and current[-1][0].lstrip().startswith("@"):
+                decorators.insert(0, current.pop())
+            blocks.append((key, current))
+            current, key = decorators, (len(found[1]), SAME_ROLE.get(found[2], found[2]))
+        current.append((text, number))
+    blocks.append((key, current))
+    return blocks
+
+
+def _line_rows(old: list[tuple[str, int]], new: list[tuple[str, int]]):
+    matcher = difflib.SequenceMatcher(None, [t for t, _ in old], [t for t, _ in new], autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         kind = {"equal": "same", "replace": "changed", "delete": "removed", "insert": "added"}[tag]
         for k in range(max(i2 - i1, j2 - j1)):
-            left = (old[i1 + k], i1 + k + 1) if i1 + k < i2 else ("", None)
-            yield kind, left, new[j1 + k] if j1 + k < j2 else ("", None)
+            yield kind, old[i1 + k] if i1 + k < i2 else ("", None), new[j1 + k] if j1 + k < j2 else ("", None)
+
+
+def _aligned_rows(old: list[str], new: list[tuple[str, int]]):
+    """(kind, (text, line) or ("", None), same for the converted side) rows pairing the lines: classes
+    and functions with their converted selves first (`forward` with `__call__`), then lines within."""
+    before, after = _blocks([(text, i + 1) for i, text in enumerate(old)]), _blocks(new)
+    matcher = difflib.SequenceMatcher(None, [k for k, _ in before], [k for k, _ in after], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for (_, left), (_, right) in zip(before[i1:i2], after[j1:j2]):
+                yield from _line_rows(left, right)
+        else:
+            yield from _line_rows([line for _, b in before[i1:i2] for line in b], [line for _, b in after[j1:j2] for line in b])
 
 
 def _helper_span(lines: list[str]) -> range:
@@ -207,13 +247,15 @@ def _side_by_side(file_id: int, item: ConvertedFile, view: _View) -> str:
     numbered = [(text, i + 1) for i, text in enumerate(lines) if i not in helpers]
     helper_rows = [_row("added", ("", None), (lines[i], i + 1), file_id, flagged) for i in helpers]
     rows, pending = [], bool(helper_rows)
+    names = [m[1] or m[2] for i in helpers if (m := re.match(r"(?:def|class) (\w+)|(\w+) =", lines[i]))]
+    label = f"{len(helpers)} lines of helpers copied in ({', '.join(names)})"
     for kind, left, right in _aligned_rows(view.original.splitlines(), numbered):
         if pending and right[1] is not None and right[1] > helpers.start:
-            rows.append(_folded(file_id, helper_rows, f"{len(helpers)} lines of helpers copied in"))
+            rows.append(_folded(file_id, helper_rows, label))
             pending = False
         rows.append(f"<tbody>{_row(kind, left, right, file_id, flagged)}</tbody>")
     if pending:
-        rows.append(_folded(file_id, helper_rows, f"{len(helpers)} lines of helpers copied in"))
+        rows.append(_folded(file_id, helper_rows, label))
     return (f'<table class="sbs"><colgroup><col style="width:3.5em"><col><col style="width:3.5em"><col>'
             f'</colgroup>{"".join(rows)}</table>')
 
