@@ -132,3 +132,20 @@ def test_output_gets_the_users_umask(tmp_path):
         os.umask(old)
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)
     assert (mode(tmp_path / "out"), mode(tmp_path / "out" / "m.py"), mode(tmp_path / "one.py")) == (0o750, 0o640, 0o640)
+
+
+def test_several_paths_convert_each_into_the_output_directory(tmp_path, capsys):
+    """`retarget convert a.py pkg missing.py -o OUT`: each PATH as if alone, into OUT/<its name>; the
+    missing one is reported (exit 2) and costs nothing else."""
+    (tmp_path / "pkg").mkdir()
+    model = "import torch.nn as nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+            "        self.c = nn.Conv2d(1, 2, 3)\n\n    def forward(self, x):\n        return self.c(x)\n"
+    (tmp_path / "a.py").write_text(model)
+    (tmp_path / "pkg" / "net.py").write_text(model)
+    out = tmp_path / "out"
+    code = main(["convert", str(tmp_path / "a.py"), str(tmp_path / "pkg"), str(tmp_path / "missing.py"), "-o", str(out), "-q"])
+    assert code == 2 and "missing.py: no such file or directory" in capsys.readouterr().err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.py")) == ["a.py", "pkg/_torch_compat.py", "pkg/net.py"]
+    assert "nnx.Module" in (out / "a.py").read_text() and "from ._torch_compat import" not in (out / "a.py").read_text()
+    assert main(["convert", str(tmp_path / "a.py"), str(tmp_path / "pkg")]) == 2
+    assert "give an output directory with -o" in capsys.readouterr().err

@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="convert PyTorch source (a file, a directory, or - for stdin)",
                           epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    conv.add_argument("path", help="a .py file, a directory tree, or - to read stdin and write stdout")
+    conv.add_argument("path", nargs="+", help="a .py file, a directory tree, or - to read stdin and write stdout; "
+                                               "several PATHs convert each into OUT/<its name> (-o OUT)")
     conv.add_argument("-o", "--output", help="output file or directory (a file input without -o prints to stdout)")
     conv.add_argument("--to", default="flax", choices=TARGETS, help="target framework (default: flax)")
     conv.add_argument("--diff", action="store_true", help="show a unified diff instead of writing")
@@ -310,7 +311,27 @@ def _write_reports(results: list[Converted], args: argparse.Namespace) -> None:
         _write_atomic(Path(args.report), render_html(results, f"retarget: {args.path}"))
 
 
+def _run_several(args: argparse.Namespace) -> int:
+    """Each PATH converted as if alone, into OUT/<its name>; one that fails costs only itself."""
+    if "-" in args.path:
+        raise UsageError("- (stdin) converts alone: give it as the only PATH")
+    if not (args.output or args.diff or args.check):
+        raise UsageError("several PATHs: give an output directory with -o")
+    if args.report or args.report_json:
+        raise UsageError("--report and --report-json cover one PATH: run once per PATH")
+    status = EXIT_CLEAN
+    for path in args.path:
+        output = str(Path(args.output) / Path(path).name) if args.output else None
+        status = max(status, _guarded(_run_convert, argparse.Namespace(**{**vars(args), "path": [path],
+                                                                          "output": output})))
+    return status
+
+
 def _run_convert(args: argparse.Namespace) -> int:
+    if isinstance(args.path, list):
+        if len(args.path) > 1:
+            return _run_several(args)
+        args.path = args.path[0]
     results, others, root = _convert_input(args)
     _write_reports(results, args)
     if args.check:
@@ -440,11 +461,16 @@ def _checkpoint_errors(command: str) -> tuple[type[Exception], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    runners = {"weights": _run_weights, "convert": _run_convert, "coverage": _run_coverage}
+    return _guarded(runners[args.command], args)
+
+
+def _guarded(run, args: argparse.Namespace) -> int:
+    """Run one command; bad input and internal errors become messages and exit statuses."""
     try:
-        runners = {"weights": _run_weights, "convert": _run_convert, "coverage": _run_coverage}
-        return runners[args.command](args)
+        return run(args)
     except _checkpoint_errors(args.command) as exc:
-        print(f"\nretarget: error: {exc}", file=sys.stderr)
+        print(f"{'' if getattr(args, 'quiet', False) else chr(10)}retarget: error: {exc}", file=sys.stderr)
         print("retarget: nothing was written", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ConversionError, UsageError) as exc:
