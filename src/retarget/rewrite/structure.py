@@ -343,6 +343,10 @@ def torch_reference(ctx: Context, qual: str, node: cst.CSTNode) -> cst.BaseExpre
         return cst.parse_expression(function.as_value)
     if function:
         return Escape("RT103", f"`{qual}` is used as a value; only calls to it are converted")
+    if qual in ctx.rules.namespaces():  # `getattr(nn, rnn_type)(...)`
+        return Escape("RT105", f"the module `{qual}` is used as a value (a member picked at run time, as "
+                               f"getattr({qual.rsplit('.', 1)[-1]}, name) does): name the converted classes you "
+                               "use, e.g. {'LSTM': LSTM, 'GRU': GRU}[name]")
     return Escape("RT101", f"`{qual}` has no rule")
 
 

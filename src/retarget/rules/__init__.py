@@ -115,6 +115,12 @@ class RuleSet:
         return {flax: [(p.target, p.source, p.transform) for p in rule.params]
                 for flax, rule in self._by_flax().items() if flax.startswith("nnx.") or rule.support}
 
+    @functools.cache
+    def namespaces(self) -> frozenset[str]:
+        """Modules whose members rules name (`torch`, `torch.nn`, `torch.nn.functional`, ...)."""
+        return frozenset(name.rsplit(".", i)[0] for rules in self.by_kind.values() for name in rules
+                         for i in range(1, name.count(".") + 1))
+
     def __hash__(self) -> int:
         return id(self)
 
