@@ -291,3 +291,22 @@ def test_a_layer_subclass_with_its_own_parameter_and_reset_parameters():
     conv = flax_mod.Net(rngs=nnx.Rngs(0)).conv
     assert (np.asarray(conv.gain[...]) == 0.5).all()
     assert np.abs(np.asarray(conv.kernel[...])).max() <= 27 ** -0.5  # kaiming-uniform bound 1/sqrt(fan_in)
+
+
+def test_batchnorm_subclass_with_torchs_forward_trains_like_torch():
+    """timm's BatchNormAct2d (a BatchNorm2d subclass calling `F.batch_norm(..., training, momentum)` and
+    counting `num_batches_tracked`): eval outputs, and after two train-mode forwards the same outputs and
+    running statistics as torch (one without running statistics normalises with the batch's)."""
+    original = matches_torch("batchnorm_subclass_forward.py", "net", (2, 3, 6, 6))
+    _, flax_mod, _ = convert_pair("batchnorm_subclass_forward.py")
+    model = flax_mod.net(rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    original.train()
+    model.train()
+    for seed in (1, 2):
+        x = np.random.default_rng(seed).standard_normal((2, 3, 6, 6)).astype(np.float32)
+        expected = original(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(model.bn.mean[...]), original.bn.running_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model.bn.var[...]), original.bn.running_var.numpy(), atol=1e-6)
+    assert int(model.bn.num_batches_tracked[...]) == int(original.bn.num_batches_tracked) == 2

@@ -578,8 +578,10 @@ def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.
     if receiver is None or len(call.args) != 1 or not isinstance(converted, cst.ListComp):
         return updated
     fn = cst.Module([]).code_for_node(converted.elt.func)
-    rngs = ""
-    if dotted(call.args[0].value) in ctx.facts.rngs_functions:
+    rngs, name = "", dotted(call.args[0].value) or ""
+    if name.startswith("self.") and ctx.function is not None and ctx.function.owner:  # `self.apply(self._init_weights)`
+        name = f"{ctx.function.owner}.{name[5:]}"
+    if name in ctx.facts.rngs_functions:
         rngs = ", rngs=" + cst.Module([]).code_for_node(ctx.rngs_expr())
     loop = cst.parse_statement(f"for _, module in nnx.iter_modules({receiver}):\n    {fn}(module{rngs})\n")
     return loop.with_changes(leading_lines=updated.leading_lines)

@@ -300,13 +300,31 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return y
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
-    """torch.nn.functional.batch_norm in eval mode (training=False): the given running statistics."""
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """torch.nn.functional.batch_norm. In eval mode, the running statistics; in training (or without
+    them), the batch's, and running statistics given as NNX variables (a BatchNorm's `mean`/`var`) are
+    updated in place as torch updates its buffers (`momentum`, unbiased variance)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    y = (x - running_mean.reshape(shape)) * jax.lax.rsqrt(running_var.reshape(shape) + eps)
+    if training or running_mean is None:
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, var = x.mean(axis=axes), jnp.var(x, axis=axes)
+        if training and running_mean is not None:
+            count = x.size // x.shape[1]
+            _update_statistic(running_mean, mean, momentum)
+            _update_statistic(running_var, var * count / max(count - 1, 1), momentum)
+    else:
+        mean, var = running_mean[...], running_var[...]
+    y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + eps)
     if weight is not None:
-        y = y * weight.reshape(shape)
-    return y if bias is None else y + bias.reshape(shape)
+        y = y * weight[...].reshape(shape)
+    return y if bias is None else y + bias[...].reshape(shape)
+
+
+def _update_statistic(running, batch, momentum):
+    if not hasattr(running, "set_value"):
+        raise TypeError("batch_norm(training=True) updates the running statistics in place: pass them as NNX "
+                        "variables (nnx.BatchStat), as a converted BatchNorm's `mean` and `var` are")
+    running.set_value((1 - momentum) * running[...] + momentum * jax.lax.stop_gradient(batch))
 
 
 def _reduce_loss(loss, reduction, weight_sum=None):

@@ -203,6 +203,8 @@ class _BatchNorm(nnx.Module):
             self.mean = nnx.BatchStat(jnp.zeros((num_features,)))
             self.var = nnx.BatchStat(jnp.ones((num_features,)))
             self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        else:  # torch's buffers are None then (subclasses test `self.running_mean is None`)
+            self.mean = self.var = self.num_batches_tracked = None
         self.use_running_average = False
 
     def _batch_statistics(self, x, axes):
