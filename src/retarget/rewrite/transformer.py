@@ -396,18 +396,28 @@ class Prepass(cst.CSTVisitor):
         self.stores: set = set()  # attributes written (assigned, deleted, loop targets), not read
         self.lone_targets: set = set()  # the target of a one-target `=` statement
         self._annotations = 0
+        self._functions = 0  # inside a function: its imports are its own (timm's `import jax.numpy` in a loader)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._functions += 1
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._functions -= 1
+
+    def _jax_module(self, module: str | None) -> bool:
+        return not self._functions and (module or "").split(".")[0] in ("jax", "flax")
 
     def visit_Import(self, node: cst.Import) -> bool:
         for alias in node.names:
             bound = dotted(alias.asname.name) if alias.asname else dotted(alias.name).split(".")[0]
             self.imported_names.add(bound)
-            self.imports_jax |= (dotted(alias.name) or "").split(".")[0] in ("jax", "flax")
+            self.imports_jax |= self._jax_module(dotted(alias.name))
             if _is_foreign(dotted(alias.name)):
                 self.foreign_names.add(bound)
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-        self.imports_jax |= (dotted(node.module) if node.module else "").split(".")[0] in ("jax", "flax")
+        self.imports_jax |= self._jax_module(dotted(node.module) if node.module else None)
         if not isinstance(node.names, cst.ImportStar):
             bound = {dotted(a.asname.name) if a.asname else dotted(a.name) for a in node.names}
             self.imported_names.update(bound)
