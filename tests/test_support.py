@@ -151,3 +151,10 @@ def test_flat_draws_are_jaxs_own_values():
         key = jax.random.key(3)
         np.testing.assert_array_equal(L._flat_uniform(key, (8, 3, 5, 5), jnp.float32, -0.2, 0.2),
                                       jax.random.uniform(key, (8, 3, 5, 5), jnp.float32, -0.2, 0.2))
+
+
+def test_an_empty_sequential_is_the_identity():
+    """`nn.Sequential()` with no layers passes its input through (timm's GhostNet uses one as a shortcut)."""
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(L.NamedSequential()(x), x)
+    assert len(L.NamedSequential()) == 0

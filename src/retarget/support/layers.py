@@ -645,6 +645,7 @@ class NamedSequential(nnx.Module):
     Flax may rebuild the module with its attributes in another order)."""
 
     def __init__(self, *layers):
+        super().__setattr__("_layer_order", ())  # empty: the identity, as torch's `nn.Sequential()`
         named = layers[0] if len(layers) == 1 and isinstance(layers[0], dict) else dict(
             (str(i), layer) for i, layer in enumerate(layers))
         for name, layer in named.items():
