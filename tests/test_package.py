@@ -499,3 +499,26 @@ def _registry_package(tmp_path: Path) -> Path:
         "@register_model\ndef net_small(pretrained=False, **kwargs):\n    return Net(**dict(dict(width=8), **kwargs))\n")
     (source / "__init__.py").write_text("from . import net  # noqa: F401\n")
     return source
+
+
+def test_a_file_defining_a_helpers_name_calls_the_helper_by_an_alias(tmp_path):
+    """timm's `layers/grid.py` defines `ndgrid` and `meshgrid` over `torch.meshgrid`: converted as a package,
+    the file imports the helper, binds it as `torch_meshgrid` before its own `meshgrid` shadows the name,
+    and both functions compute torch's grids (no RT109); converting the output again changes nothing."""
+    src = tmp_path / "grids"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "grid.py").write_text("import torch\n\n\ndef ndgrid(*tensors):\n    return torch.meshgrid(*tensors, indexing='ij')\n"
+                                 "\n\ndef meshgrid(*tensors):\n    return torch.meshgrid(*tensors, indexing='xy')\n")
+    assert main(["convert", str(src), "-o", str(tmp_path / "out" / "grids"), "-q"]) == 0
+    assert main(["convert", str(tmp_path / "out" / "grids"), "-o", str(tmp_path / "again"), "-q"]) == 0
+    assert (tmp_path / "again" / "grid.py").read_text() == (tmp_path / "out" / "grids" / "grid.py").read_text()
+    sys.path.insert(0, str(tmp_path / "out"))
+    try:
+        grid = importlib.import_module("grids.grid")
+    finally:
+        sys.path.remove(str(tmp_path / "out"))
+    a, b = torch.arange(2), torch.arange(3)
+    for ours, theirs in ((grid.ndgrid, "ij"), (grid.meshgrid, "xy")):
+        for got, expected in zip(ours(a.numpy(), b.numpy()), torch.meshgrid(a, b, indexing=theirs)):
+            np.testing.assert_array_equal(np.asarray(got), expected.numpy())

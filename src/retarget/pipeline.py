@@ -19,7 +19,7 @@ from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import dotted, is_torch_name, torch_names
-from .rewrite.shadowing import alias_statements
+from .rewrite.shadowing import alias_statements, own_definitions
 from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
@@ -62,7 +62,7 @@ def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> froz
         if stmt.name.value in requested:
             if in_block:
                 copied.add(stmt.name.value)
-            else:
+            elif stmt.name.value not in ctx.own_definitions:  # those call the helper by its alias
                 original = ctx.analysis.collector.classes.get(stmt.name.value) or getattr(
                     ctx.facts.functions.get(stmt.name.value), "node", stmt)
                 ctx.report(original, Escape("RT109", f"this file defines `{stmt.name.value}`, the name of a helper "
@@ -119,7 +119,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     ctx = Context(path, rules, qualnames, positions, analysis, facts,
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   stores=prepass.stores, lone_targets=prepass.lone_targets,
-                  writes_param_groups=prepass.param_groups, training=training)
+                  writes_param_groups=prepass.param_groups, training=training,
+                  own_definitions=own_definitions(wrapper.module, BEGIN) if helpers_from else frozenset())
     converted, imported = drop_helper_import(wrapper.module.visit(Converter(ctx, prepass)))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, (ctx.support | imported) & (used | ctx.aliases), ctx)

@@ -36,6 +36,7 @@ class Context:
     training: TrainingPlan = field(default_factory=TrainingPlan)
     pending_steps: dict = field(default_factory=dict)
     aliases: set[str] = field(default_factory=set)  # helpers a local name shadows somewhere: `torch_<name>`
+    own_definitions: frozenset[str] = frozenset()  # the file's top-level functions and classes (not copied helpers)
 
     # -- where we are -------------------------------------------------------
     @property

@@ -51,16 +51,29 @@ class _Rename(cst.CSTTransformer):
 
 
 def unshadow(result: cst.CSTNode, helpers: set[str], func: cst.FunctionDef | None, site_values,
-             aliases: set[str]) -> cst.CSTNode:
-    """`result` with the helpers a local name of `func` shadows named by their aliases (recorded)."""
-    clash = helpers & local_names(func) if func is not None else set()
+             aliases: set[str], own: frozenset[str] = frozenset()) -> cst.CSTNode:
+    """`result` with the helpers a local name of `func`, or a function or class of the file's own (`own`:
+    timm's `layers/grid.py` defines `meshgrid`), shadows named by their aliases (recorded)."""
+    clash = helpers & (local_names(func) | own if func is not None else own)
     if not clash or not isinstance(result, cst.CSTNode):
         return result
     aliases |= clash
     return result.visit(_Rename(clash, _kept(site_values)))
 
 
+def own_definitions(module: cst.Module, begin: str) -> frozenset[str]:
+    """Names of the module's top-level functions and classes, outside a block of copied helpers
+    (which starts at the line `begin`: a re-conversion's own copies are not the user's)."""
+    names, in_block = set(), False
+    for stmt in module.body:
+        in_block = isinstance(stmt, (cst.ClassDef, cst.FunctionDef)) and (
+            in_block or any(line.comment and line.comment.value == begin for line in stmt.leading_lines))
+        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)) and not in_block:
+            names.add(stmt.name.value)
+    return frozenset(names)
+
+
 def alias_statements(aliases: set[str]) -> list[cst.BaseStatement]:
-    lines = [cst.parse_statement(f"{PREFIX}{name} = {name}  # for functions with a local name `{name}`\n")
+    lines = [cst.parse_statement(f"{PREFIX}{name} = {name}  # the helper, for code where `{name}` is another name\n")
              for name in sorted(aliases)]
     return [lines[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()]), *lines[1:]] if lines else []

@@ -165,7 +165,8 @@ class Converter(cst.CSTTransformer):
             return result
         ctx.support.update(site.rule.support)
         func = ctx.function.node if ctx.function else None
-        result = unshadow(result, set(site.rule.support), func, [*site.bound.values(), site.receiver], ctx.aliases)
+        result = unshadow(result, set(site.rule.support), func, [*site.bound.values(), site.receiver], ctx.aliases,
+                          ctx.own_definitions)
         if statement and site.rule.kind == "method" and site.rule.name.endswith("_") and not site.rule.plugin:
             return cst.Assign([cst.AssignTarget(site.extra.get("target", site.receiver))],
                               structure.scatter_back(site, result))
