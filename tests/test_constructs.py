@@ -310,3 +310,11 @@ def test_batchnorm_subclass_with_torchs_forward_trains_like_torch():
     np.testing.assert_allclose(np.asarray(model.bn.mean[...]), original.bn.running_mean.numpy(), atol=1e-6)
     np.testing.assert_allclose(np.asarray(model.bn.var[...]), original.bn.running_var.numpy(), atol=1e-6)
     assert int(model.bn.num_batches_tracked[...]) == int(original.bn.num_batches_tracked) == 2
+
+
+def test_private_fan_helper_on_weights_in_torch_layout():
+    """`torch.nn.init._calculate_fan_in_and_fan_out` on a Linear's and a Conv2d's weight (and inside an
+    initialiser on a layer of unknown type): torch's fans, and the converted model computes as torch's."""
+    matches_torch("fan_in_and_fan_out.py", "net", (2, 6))
+    torch_mod, flax_mod, _ = convert_pair("fan_in_and_fan_out.py")
+    assert flax_mod.net(rngs=nnx.Rngs(0)).fans() == torch_mod.net().fans() == [(6, 3), (18, 45)]

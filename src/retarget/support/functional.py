@@ -320,6 +320,15 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return y if bias is None else y + bias[...].reshape(shape)
 
 
+def calculate_fan_in_and_fan_out(tensor):
+    """torch.nn.init._calculate_fan_in_and_fan_out: the fans of a weight in torch's layout (out, in, *kernel)."""
+    shape = tuple(tensor.shape)
+    if len(shape) < 2:
+        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 dimensions")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
 def _update_statistic(running, batch, momentum):
     if not hasattr(running, "set_value"):
         raise TypeError("batch_norm(training=True) updates the running statistics in place: pass them as NNX "
