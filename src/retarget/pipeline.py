@@ -19,7 +19,7 @@ from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import dotted, is_torch_name, torch_names
-from .rewrite.shadowing import alias_statements, own_definitions
+from .rewrite.shadowing import PREFIX, alias_statements, own_definitions
 from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
@@ -50,7 +50,7 @@ def parse(source: str, path: str) -> cst.Module:
         raise ConversionError(f"syntax error: {exc.message}", path, exc.raw_line, exc.raw_column + 1) from None
 
 
-def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> frozenset[str]:
+def _helper_names(module: cst.Module, requested: set[str], ctx: Context, used: set[str]) -> frozenset[str]:
     """Support helpers to copy in: those the file does not define yet (a re-conversion already has
     them, after the marker line). A definition of the user's own with a helper's name is reported."""
     copied, in_block = set(), False
@@ -62,7 +62,7 @@ def _helper_names(module: cst.Module, requested: set[str], ctx: Context) -> froz
         if stmt.name.value in requested:
             if in_block:
                 copied.add(stmt.name.value)
-            elif stmt.name.value not in ctx.own_definitions:  # those call the helper by its alias
+            elif not (stmt.name.value in ctx.own_definitions and PREFIX + stmt.name.value in used):  # aliased
                 original = ctx.analysis.collector.classes.get(stmt.name.value) or getattr(
                     ctx.facts.functions.get(stmt.name.value), "node", stmt)
                 ctx.report(original, Escape("RT109", f"this file defines `{stmt.name.value}`, the name of a helper "
@@ -123,7 +123,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   own_definitions=own_definitions(wrapper.module, BEGIN) if helpers_from else frozenset())
     converted, imported = drop_helper_import(wrapper.module.visit(Converter(ctx, prepass)))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
-    helpers = _helper_names(converted, (ctx.support | imported) & (used | ctx.aliases), ctx)
+    helpers = _helper_names(converted, (ctx.support | imported) & (used | ctx.aliases), ctx, used)
     report_imported_helpers(wrapper.module, helpers, ctx)
     aliases = alias_statements(ctx.aliases & helpers)
     if helpers_from is None:
