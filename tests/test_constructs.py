@@ -250,6 +250,9 @@ def test_layer_classes_chosen_at_run_time():
     _, flax_mod, _ = convert_pair("run_time_layers.py")
     model = flax_mod.Net(rngs=nnx.Rngs(0))
     assert type(model.blocks[0].se).__name__ == "SE" and type(model.blocks[1]).__name__ == "Mixer"
+    np.testing.assert_array_equal(model.blocks[1].norm.scale[...], np.full(8, 1.5, np.float32))  # fill_ on `weight`
+    model.blocks[1].set_norm_weight(np.arange(8.0))  # `norm.weight.data = w`
+    np.testing.assert_array_equal(model.blocks[1].norm.scale[...], np.arange(8.0))
     with pytest.raises(TypeError, match=r"Block\(\.\.\.\) needs rngs=nnx.Rngs"):
         flax_mod.Block(8)
     assert flax_mod.Block(8, rngs=nnx.Rngs(1)).fc.kernel.shape == (8, 8)
@@ -262,9 +265,9 @@ def test_functions_filling_a_parameter_in_place():
     matches_torch("init_in_place.py", "net", (2, 4, 8))
     _, flax_mod, _ = convert_pair("init_in_place.py")
     model = flax_mod.Net(dim=256, hidden=384, rngs=nnx.Rngs(0))
-    for values in (model.pos_embed[...], model.fc.kernel[...]):
+    for values, mean in ((model.pos_embed[...], 0.1), (model.fc.kernel[...], 0.0)):
         values = np.asarray(values)
-        assert abs(values.std() - 0.02) < 0.002 and abs(values.mean()) < 0.002, (values.std(), values.mean())
+        assert abs(values.std() - 0.02) < 0.002 and abs(values.mean() - mean) < 0.002, (values.std(), values.mean())
     assert not np.asarray(model.fc.bias[...]).any()
     head = np.asarray(model.head.kernel[...])  # fan-in from torch's shape (2, 384): std 1/sqrt(384)
     assert abs(head.std() - 384 ** -0.5) < 0.005, head.std()

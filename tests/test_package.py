@@ -522,3 +522,51 @@ def test_a_file_defining_a_helpers_name_calls_the_helper_by_an_alias(tmp_path):
     for ours, theirs in ((grid.ndgrid, "ij"), (grid.meshgrid, "xy")):
         for got, expected in zip(ours(a.numpy(), b.numpy()), torch.meshgrid(a, b, indexing=theirs)):
             np.testing.assert_array_equal(np.asarray(got), expected.numpy())
+
+
+NORMS = '''import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GroupNorm(nn.GroupNorm):
+    def __init__(self, num_channels, num_groups=32, eps=1e-5, affine=True):
+        super().__init__(num_groups, num_channels, eps=eps, affine=affine)
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class GroupNorm1(nn.GroupNorm):
+    def __init__(self, num_channels, **kwargs):
+        super().__init__(1, num_channels, **kwargs)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = GroupNorm(8, num_groups=4)
+        self.b = GroupNorm1(8)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+'''
+
+
+def test_a_class_named_like_a_helper_subclasses_the_helper_by_its_alias(tmp_path):
+    """timm's `layers/norm.py` defines `class GroupNorm(nn.GroupNorm)` (channels first) and a `GroupNorm1`
+    on torch's: the converted base is the helper under its alias, so both build torch's shapes and
+    compute torch's numbers."""
+    src = tmp_path / "norms"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "norm.py").write_text(NORMS.replace("class GroupNorm1(nn.GroupNorm)", "class GroupNorm1(GroupNorm)")
+                                 .replace("super().__init__(1, num_channels", "super().__init__(num_channels, 1"))
+    original = _import_module(tmp_path, "norms.norm").Net().eval()  # the torch original
+    assert main(["convert", str(src), "-o", str(tmp_path / "out" / "norms"), "-q"]) == 0
+    converted = _import_module(tmp_path / "out", "norms.norm").Net(rngs=nnx.Rngs(0))
+    with torch.no_grad():
+        for p in original.parameters():
+            p.copy_(torch.rand(p.shape) + 0.5)
+    retarget.port_weights(original.state_dict(), converted)
+    x = torch.randn(2, 8, 5, 5)
+    np.testing.assert_allclose(np.asarray(converted(x.numpy())), original(x).detach().numpy(), rtol=1e-5, atol=1e-5)

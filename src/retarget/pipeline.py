@@ -19,6 +19,7 @@ from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import dotted, is_torch_name, torch_names
+from .rewrite.chains import split_inplace_chains
 from .rewrite.shadowing import PREFIX, alias_statements, own_definitions
 from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
@@ -107,7 +108,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     The support helpers it needs are copied in, or with `helpers_from` (`.._torch_compat`) imported
     from the package's helper module, which the caller writes (`helper_module`)."""
     rules = rules or default_rules()
-    wrapper = MetadataWrapper(parse(source, path), unsafe_skip_copy=True)  # the tree is ours alone
+    module = split_inplace_chains(parse(source, path), source)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # the tree is ours alone
     qualnames = torch_names(wrapper.module, external.torch_names if external else None,
                             external.torch_aliases if external else None)
     prepass = Prepass()

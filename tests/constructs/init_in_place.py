@@ -1,5 +1,5 @@
 """timm's initialisation: its own `trunc_normal_` fills the tensor it is given in place (uniform_,
-erfinv_, mul_, add_, clamp_), called on a parameter of the model and, through `named_apply`, on the
+erfinv_, then mul_ and add_ as a chain, clamp_), called on a parameter of the model and, through `named_apply`, on the
 `weight` of every Linear, and a fan-in initialiser reading `tensor.shape[1]` (torch's layout
 (out, in); the converted kernel is (in, out))."""
 import math
@@ -14,8 +14,7 @@ def _trunc_normal_(tensor, mean, std, a, b):
     u = norm_cdf((b - mean) / std)
     tensor.uniform_(2 * l - 1, 2 * u - 1)
     tensor.erfinv_()
-    tensor.mul_(std * math.sqrt(2.))
-    tensor.add_(mean)
+    tensor.mul_(std * math.sqrt(2.)).add_(mean)  # a chain, as timm's trunc_normal_tf_ writes it
     tensor.clamp_(min=a, max=b)
     return tensor
 
@@ -53,7 +52,7 @@ class Net(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 4, dim))
         self.fc = nn.Linear(dim, hidden)
         self.head = nn.Linear(hidden, 2)
-        trunc_normal_(self.pos_embed, std=.02)
+        trunc_normal_(self.pos_embed, mean=.1, std=.02)
         named_apply(init_weights, self)
         fan_in_normal_(self.head.weight)
 

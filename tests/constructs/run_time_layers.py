@@ -1,7 +1,9 @@
 """Layer classes chosen at run time, as timm builds its models: a registry filled by a decorator,
 kwargs dicts carrying classes, an optional `se_layer=None` given a class by the caller,
-and module-level tables of torch layers."""
+module-level tables of torch layers, and a dataclass of layer factories (timm's LayerFn)."""
+from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -45,10 +47,35 @@ class Mixer(nn.Module):
     def __init__(self, dim, norm_layer=nn.LayerNorm, **kwargs):
         super().__init__()
         self.norm = norm_layer(dim)
+        self.norm.weight.data.fill_(1.5)  # the parameter of a layer whose class is known at run time
         self.mix = nn.Linear(dim, dim, bias=False)
+        self.register_buffer("gate", None, persistent=False)  # filled later (timm's Swin attn_mask)
+        self._init_buffers()
+
+    def _init_buffers(self):
+        self.gate = torch.linspace(0.5, 1.5, self.mix.in_features)
+
+    def set_norm_weight(self, weight):
+        self.norm.weight.data = weight
 
     def forward(self, x):
-        return x + self.mix(self.norm(x))
+        return x + self.mix(self.norm(x)).to(self.norm.weight.dtype) * self.norm.weight.mean() * self.gate
+
+
+@dataclass
+class LayerFn:  # timm's byobnet: a field named like a layer attribute (`act`) holds a class
+    act: Callable[..., nn.Module] = nn.ReLU
+
+
+class Head(nn.Module):
+    def __init__(self, dim, num_classes, layers=None):
+        super().__init__()
+        layers = layers or LayerFn()
+        self.fc = nn.Linear(dim, num_classes)
+        self.act = layers.act(inplace=True)  # an instance: calling it builds nothing
+
+    def forward(self, x):
+        return self.act(self.fc(x))
 
 
 class Net(nn.Module):
@@ -56,7 +83,7 @@ class Net(nn.Module):
         super().__init__()
         block_kwargs = dict(norm_layer=partial(_NORMS[norm], eps=1e-6), se_layer=SE)
         self.blocks = nn.Sequential(*[_registry[kind](dim, **block_kwargs) for kind in kinds])
-        self.head = nn.Linear(dim, num_classes)
+        self.head = Head(dim, num_classes)
 
     def forward(self, x):
         return self.head(self.blocks(x))

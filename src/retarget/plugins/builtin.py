@@ -61,7 +61,9 @@ def register_buffer(site: Site, rngs: cst.BaseExpression):
         return Escape("RT105", "register_buffer needs a literal name and persistent flag, as a statement")
     target = cst.Attribute(site.receiver, cst.Name(name.evaluated_value))
     if tensor is None or (isinstance(tensor, cst.Name) and tensor.value == "None"):
-        return cst.Assign([cst.AssignTarget(target)], cst.Name("None"))
+        cls = site.extra["ctx"].module_class  # filled later (timm's Swin `attn_mask`): NNX data, not static
+        later = cls is not None and dotted(site.receiver) == "self" and name.evaluated_value in cls.assigned
+        return cst.Assign([cst.AssignTarget(target)], cst.parse_expression("nnx.data(None)" if later else "None"))
     if persistent:
         site.extra["ctx"].support.add("Buffer")
         tensor = cst.Call(cst.Name("Buffer"), [cst.Arg(tensor)])
@@ -146,8 +148,11 @@ _DTYPE_PREFIXES = ("jnp.", "np.")
 
 
 def _is_dtype(node) -> bool:
+    """A torch dtype, a `.dtype` read (`x.to(self.norm.weight.dtype)`) or a name that says it holds one."""
+    if isinstance(node, cst.Attribute) and node.attr.value == "dtype":
+        return True
     text = dotted(node) or ""
-    return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool")
+    return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool") or text.split(".")[-1] == "dtype"
 
 
 def _dtype_of(site: Site) -> cst.BaseExpression | None:

@@ -33,6 +33,7 @@ class ClassFacts:
     reads_training: bool = False
     keeps_rngs: bool = False
     assigned: set[str] = field(default_factory=set)  # `self.x = <not None>` anywhere in the class
+    built: dict[str, set[str]] = field(default_factory=dict)  # `self.x = f(...)` only: attr -> callees
 
 
 @dataclass
@@ -247,7 +248,7 @@ class Analysis:
         facts = Facts(classes, self.collector.functions, set(), external=self.external)
         for cls in classes.values():
             self._attribute_types(cls, facts)
-            cls.assigned = self._assigned_attrs(cls, facts)
+            cls.assigned, cls.built = self._assigned_attrs(cls, facts)
             cls.buffer_attrs = self._buffer_attrs(cls, facts)
         for cls in classes.values():
             self._inherit(cls, classes, set())
@@ -434,9 +435,10 @@ class Analysis:
                     found.add(call.args[0].value.evaluated_value)
         return found
 
-    def _assigned_attrs(self, cls: ClassFacts, facts: Facts) -> set[str]:
-        """Attributes some method of the class sets to a value other than None."""
-        found = set()
+    def _assigned_attrs(self, cls: ClassFacts, facts: Facts) -> tuple[set[str], set[str]]:
+        """Attributes some method of the class sets to a value other than None; those it only ever sets
+        to the result of a call (`self.act = layers.act(inplace=True)`: an instance, whatever `act` is)."""
+        found, other, callees = set(), set(), {}
         for func in facts.functions.values():
             if func.owner != cls.name:
                 continue
@@ -444,7 +446,10 @@ class Analysis:
                 target = dotted(stmt.targets[0].target) if len(stmt.targets) == 1 else None
                 if target and target.startswith("self.") and not _is_none(stmt.value):
                     found.add(target[5:])
-        return found
+                    names = _callees(stmt.value)
+                    other.update(() if names else [target[5:]])
+                    callees.setdefault(target[5:], set()).update(names or ())
+        return found, {attr: names for attr, names in callees.items() if attr not in other}
 
     def _tensor_names(self, func: FunctionFacts) -> set[str]:
         """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, parameters
@@ -582,10 +587,18 @@ class Analysis:
             return True  # `cls(...)` in a classmethod of a module class (`Model.from_args(...)`)
         if isinstance(call.func, cst.Subscript) and self._is_class_value(call.func, func, facts):
             return True  # `blocks[1](...)` with `blocks = [BasicConv2d, Inception]`
-        if isinstance(call.func, cst.Attribute) and call.func.attr.value in facts.factory_attrs:
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in facts.factory_attrs and not (
+                self._built_attr(call.func, func, facts)):
             return True  # `cnf.block(...)` where a class declares `block: Callable[..., nn.Module]`
         callee = self._callee(call, func, facts)
         return callee is not None and callee.key in known
+
+    def _built_attr(self, node: cst.Attribute, func: FunctionFacts, facts: Facts) -> bool:
+        """`self.act` where the class sets `self.act` only to results of calls (a layer, not a factory)."""
+        cls = facts.classes.get(func.owner) if func.owner and dotted(node.value) == "self" else None
+        callees = cls.built.get(node.attr.value) if cls is not None else None
+        factories = facts.class_functions | self.external.class_functions | {"partial", "functools.partial"}
+        return callees is not None and not callees & factories
 
     def _rngs_functions(self, facts: Facts) -> set[str]:
         known = {f"{c}.__init__" for c in facts.classes if f"{c}.__init__" in facts.functions}
@@ -617,6 +630,15 @@ def _makes_rngs(assigns: list[cst.Assign]) -> bool:
     """`rngs = nnx.Rngs(seed)` among the assignments."""
     return any(dotted(t.target) == "rngs" and isinstance(a.value, cst.Call) and dotted(a.value.func) == "nnx.Rngs"
                for a in assigns for t in a.targets)
+
+
+def _callees(node: cst.BaseExpression) -> set[str] | None:
+    """What a call, or a choice between calls (`nn.Identity() if linear_out else layers.act(inplace=True)`),
+    calls; None for any other expression."""
+    if isinstance(node, cst.IfExp):
+        body, orelse = _callees(node.body), _callees(node.orelse)
+        return None if body is None or orelse is None else body | orelse
+    return {dotted(node.func) or "?"} if isinstance(node, cst.Call) else None
 
 
 @_per_node

@@ -313,11 +313,15 @@ class Converter(cst.CSTTransformer):
         return self._torch_reference(original, updated, qual)
 
     def _torch_reference(self, original, updated, qual: str) -> cst.BaseExpression:
-        result = structure.torch_reference(self.ctx, qual, original)
+        ctx = self.ctx
+        result = structure.torch_reference(ctx, qual, original)
         if isinstance(result, Escape):
-            self.ctx.escape(original, result)
+            ctx.escape(original, result)
             return updated
-        return result
+        helper = {result.value} & ctx.support if isinstance(result, cst.Name) else set()
+        # `class GroupNorm(nn.GroupNorm)` (timm's layers/norm.py): the base is the helper, by its alias
+        return unshadow(result, helper, ctx.function.node if ctx.function else None, [], ctx.aliases,
+                        ctx.own_definitions)
 
     def leave_For(self, original: cst.For, updated: cst.For):
         return train_step.define_before_loop(self.ctx, original, structure.loop_over_modules(original, updated))
@@ -339,6 +343,7 @@ class Converter(cst.CSTTransformer):
         result = structure.functional_update(self.ctx, original, updated)
         if result is not updated:
             return result
+        updated = structure.runtime_layer_store(self.ctx, original, updated)
         return structure.data_placeholder(self.ctx, original, structure.tie_weights(self.ctx, original, updated))
 
     def leave_AnnAssign(self, original: cst.AnnAssign, updated: cst.AnnAssign):
@@ -369,9 +374,10 @@ def _is_foreign(module: str | None) -> bool:
     root = (module or "").split(".")[0]
     return bool(root) and root not in ("torch", "jax", "flax") and root not in sys.stdlib_module_names
 def _stored(target: cst.BaseExpression) -> list[cst.Attribute]:
-    """The attributes an assignment, `del` or loop target writes (`a.x, (b.y, *c.z) = ...`)."""
+    """The attributes an assignment, `del` or loop target writes (`a.x, (b.y, *c.z) = ...`; `w.data = v`
+    writes `w` too)."""
     if isinstance(target, cst.Attribute):
-        return [target]
+        return [target, target.value] if target.attr.value == "data" else [target]
     if isinstance(target, (cst.Tuple, cst.List)):
         return [a for e in target.elements for a in _stored(e.value)]
     return _stored(target.value) if isinstance(target, cst.StarredElement) else []

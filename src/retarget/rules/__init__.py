@@ -116,6 +116,12 @@ class RuleSet:
                 for flax, rule in self._by_flax().items() if flax.startswith("nnx.") or rule.support}
 
     @functools.cache
+    def renamed_variables(self) -> frozenset[str]:
+        """Torch parameter/buffer names some converted layer keeps under another name (`weight` -> `kernel`)."""
+        return frozenset(attr for rule in self.by_kind["module"].values() for attr, spec in rule.attrs.items()
+                         if isinstance(spec, dict) and spec.get("var", attr) != attr)
+
+    @functools.cache
     def namespaces(self) -> frozenset[str]:
         """Modules whose members rules name (`torch`, `torch.nn`, `torch.nn.functional`, ...)."""
         return frozenset(name.rsplit(".", i)[0] for rules in self.by_kind.values() for name in rules

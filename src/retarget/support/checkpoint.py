@@ -107,27 +107,40 @@ def to_flax_layout(array, transform):
 
 
 def from_flax_layout(array, transform):
-    """The inverse of `to_flax_layout`: a converted variable's value in torch's layout."""
+    """The inverse of `to_flax_layout`: a converted variable's value in torch's layout (NumPy or JAX)."""
     if transform == "identity":
         return array
     if transform == "transpose":
         return array.T
-    return np.transpose(array, np.argsort([int(a) for a in transform.split(":")[1].split(",")]))
+    return array.transpose(tuple(np.argsort([int(a) for a in transform.split(":")[1].split(",")])))
+
+
+def _torch_variable(layer, name):
+    """(the converted variable holding torch's `layer.<name>`, its transform); None where torch has None."""
+    for target, source, transform in layout_of(type(layer), TORCH_LAYOUT) or [(name, name, "identity")]:
+        if source == name:
+            variable = layer
+            for part in target.split("."):
+                variable = getattr(variable, part)
+            return variable, transform
+    raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
+
+
+def torch_param(layer, name):
+    """`layer.<name>` read where the layer's class is known only at run time (`self.norm1.weight` of a
+    `norm_layer(dim)`): the converted variable's value in torch's layout (None where torch has None)."""
+    variable, transform = _torch_variable(layer, name)
+    return None if variable is None else from_flax_layout(variable[...], transform)
 
 
 def init_torch_(layer, name, init):
     """`nn.init.*_(layer.<name>)` where the layer's class is known only at run time: `init` gets the
     current value in torch's layout (so fans are torch's) and its result is stored in the converted
     layer's own layout, through the same table as checkpoints (TORCH_LAYOUT)."""
-    for target, source, transform in layout_of(type(layer), TORCH_LAYOUT) or [(name, name, "identity")]:
-        if source == name:
-            variable = layer
-            for part in target.split("."):
-                variable = getattr(variable, part)
-            value = init(jnp.asarray(from_flax_layout(np.asarray(variable[...]), transform)))
-            variable[...] = jnp.asarray(to_flax_layout(np.asarray(value), transform), variable.dtype)
-            return layer
-    raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
+    variable, transform = _torch_variable(layer, name)
+    value = init(jnp.asarray(from_flax_layout(np.asarray(variable[...]), transform)))
+    variable[...] = jnp.asarray(to_flax_layout(np.asarray(value), transform), variable.dtype)
+    return layer
 
 
 class TorchParameter:
@@ -136,16 +149,10 @@ class TorchParameter:
     arithmetic, `jnp` functions), and `p[...] = value` stores `value` in the layer's own layout."""
 
     def __init__(self, layer, name):
-        for target, source, transform in layout_of(type(layer), TORCH_LAYOUT) or [(name, name, "identity")]:
-            if source == name:
-                self.variable, self.transform = layer, transform
-                for part in target.split("."):
-                    self.variable = getattr(self.variable, part)
-                return
-        raise AttributeError(f"{type(layer).__name__} has no torch parameter {name!r}")
+        self.variable, self.transform = _torch_variable(layer, name)
 
     def __jax_array__(self):
-        return jnp.asarray(from_flax_layout(np.asarray(self.variable[...]), self.transform))
+        return from_flax_layout(self.variable[...], self.transform)
 
     shape = property(lambda self: self.__jax_array__().shape)
     dtype = property(lambda self: self.variable.dtype)
