@@ -392,8 +392,13 @@ def _compare_states(actual, expected: dict, **tolerances) -> float:
     actual = _state_leaves(actual)
     if set(actual) != set(expected):
         return float("inf")
-    return compare([actual[k].get_value() for k in sorted(actual)],
-                   [expected[k].get_value() for k in sorted(actual)], scaled=True, **tolerances)
+    return compare([_value(actual[k]) for k in sorted(actual)],
+                   [_value(expected[k]) for k in sorted(actual)], scaled=True, **tolerances)
+
+
+def _value(leaf):
+    """A state leaf's array: a Variable's value, or an array the module keeps as plain data."""
+    return leaf.get_value() if hasattr(leaf, "get_value") else leaf
 
 
 def flax_check(spec: Spec, work: Path, deterministic: bool, result: dict) -> None:

@@ -53,7 +53,7 @@ class Mixer(nn.Module):
         self._init_buffers()
 
     def _init_buffers(self):
-        self.gate = torch.linspace(0.5, 1.5, self.mix.in_features)
+        self.register_buffer("gate", torch.linspace(0.5, 1.5, self.mix.in_features), persistent=False)
 
     def set_norm_weight(self, weight):
         self.norm.weight.data = weight

@@ -61,9 +61,9 @@ def register_buffer(site: Site, rngs: cst.BaseExpression):
         return Escape("RT105", "register_buffer needs a literal name and persistent flag, as a statement")
     target = cst.Attribute(site.receiver, cst.Name(name.evaluated_value))
     if tensor is None or (isinstance(tensor, cst.Name) and tensor.value == "None"):
-        cls = site.extra["ctx"].module_class  # filled later (timm's Swin `attn_mask`): NNX data, not static
-        later = cls is not None and dotted(site.receiver) == "self" and name.evaluated_value in cls.assigned
-        return cst.Assign([cst.AssignTarget(target)], cst.parse_expression("nnx.data(None)" if later else "None"))
+        # a slot filled later (timm's Swin `attn_mask`, by another register_buffer): NNX data, not static
+        slot = "nnx.data(None)" if dotted(site.receiver) == "self" else "None"
+        return cst.Assign([cst.AssignTarget(target)], cst.parse_expression(slot))
     if persistent:
         site.extra["ctx"].support.add("Buffer")
         tensor = cst.Call(cst.Name("Buffer"), [cst.Arg(tensor)])
