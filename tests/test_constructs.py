@@ -321,3 +321,8 @@ def test_private_fan_helper_on_weights_in_torch_layout():
     matches_torch("fan_in_and_fan_out.py", "net", (2, 6))
     torch_mod, flax_mod, _ = convert_pair("fan_in_and_fan_out.py")
     assert flax_mod.net(rngs=nnx.Rngs(0)).fans() == torch_mod.net().fans() == [(6, 3), (18, 45)]
+
+
+def test_list_annotated_inputs_stay_lists():
+    """`forward(self, x: List[torch.Tensor])` with `x[i] = branch(x[i])` (timm's HRNet) stores into the list."""
+    matches_torch("list_inputs.py", "net", (2, 4))

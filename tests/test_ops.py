@@ -27,6 +27,8 @@ EXPRESSIONS = [
     "x.is_floating_point()", "torch.zeros(2, dtype=torch.int8)",
     "F.rms_norm(x, (6,), eps=1e-6)", "F.rms_norm(x, [6], weight=y[0])", "torch.scalar_tensor(3)",
     "torch.scalar_tensor(2, dtype=torch.int32)", "torch.linalg.norm(x, dim=-1, keepdim=True)", "torch.linalg.norm(x)",
+    "x.reshape(2, 2, 6).norm(p=2, dim=(1, 2), keepdim=True)", "x.norm(p=1, dim=1)", "x.norm(dim=(0, 1))", "x.norm()",
+    "torch.norm(x.reshape(2, 2, 6), 3, dim=(0, 2))", "torch.norm(x, p='fro', dim=1)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y)", "torch.scatter(x, 0, torch.argsort(y, dim=0)[:3, :4], y)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y, reduce='multiply')",  # torch has no gradient with reduce
     "torch.scatter(x, 0, torch.argsort(y, dim=0) % 2, 1.5, reduce='add')",

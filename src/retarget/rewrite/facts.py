@@ -456,11 +456,17 @@ class Analysis:
         annotated `torch.Tensor`, torch results, layer outputs (`self.proj(x)`), and anything computed from those."""
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
         names |= self._annotated_tensors(func.node)
+        containers = _annotated_containers(func.node)  # `x: List[Tensor]`: `x[i] = ...` stores into the list
         for stmt in _assignments(func.node):
-            bound = _bound_names(stmt.targets[0].target) if len(stmt.targets) == 1 else set()
+            target = stmt.targets[0].target if len(stmt.targets) == 1 else None
+            bound = _bound_names(target) if target is not None else set()
+            if isinstance(target, cst.Subscript):
+                bound -= containers
+            elif bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
+                containers -= bound  # re-bound to a tensor (`x = torch.stack(x)`)
             if bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names |= bound  # `q, k, v = qkv[0], qkv[1], qkv[2]`: each is a tensor
-        return names
+        return names - containers
 
     def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:
         """Parameters annotated as tensors (`xq: torch.Tensor`, `mask: Optional[torch.Tensor]`)."""
@@ -630,6 +636,24 @@ def _makes_rngs(assigns: list[cst.Assign]) -> bool:
     """`rngs = nnx.Rngs(seed)` among the assignments."""
     return any(dotted(t.target) == "rngs" and isinstance(a.value, cst.Call) and dotted(a.value.func) == "nnx.Rngs"
                for a in assigns for t in a.targets)
+
+
+_CONTAINERS = {"List", "Tuple", "Dict", "Sequence", "Mapping", "Iterable", "list", "tuple", "dict"}
+
+
+def _annotated_containers(node: cst.FunctionDef) -> set[str]:
+    """Parameters annotated as Python containers (timm's HRNet `forward(self, x: List[torch.Tensor])`):
+    `x[i] = ...` on them is a list's item assignment."""
+    p = node.params
+    found = set()
+    for a in (*p.posonly_params, *p.params, *p.kwonly_params):
+        outer = a.annotation.annotation if a.annotation else None
+        if isinstance(outer, cst.Subscript) and dotted(outer.value) in ("Optional", "typing.Optional"):
+            outer = outer.slice[0].slice.value
+        name = dotted(outer.value if isinstance(outer, cst.Subscript) else outer) if outer is not None else None
+        if name and name.split(".")[-1] in _CONTAINERS:
+            found.add(a.name.value)
+    return found
 
 
 def _callees(node: cst.BaseExpression) -> set[str] | None:

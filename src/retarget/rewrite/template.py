@@ -9,7 +9,8 @@ required; when the caller left it out, the torch default is used if it is not
 `None`, otherwise this template does not apply and the next variant is tried.
 `{*name}` splices a torch `*args` parameter into a call, `{**name}` the keywords a `**kwargs`
 parameter collected. A variant can require the caller's form of an argument:
-`when = { normalized_shape = "sequence" }` applies only to a list or tuple written in the call.
+`when = { normalized_shape = "sequence" }` applies only to a list or tuple written in the call,
+`when = { p = "number" }` only to a numeric literal.
 """
 from __future__ import annotations
 
@@ -46,7 +47,14 @@ def parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
-FORMS = {"sequence": lambda node: isinstance(node, (cst.List, cst.Tuple))}
+def _number(node) -> bool:
+    """A numeric literal, signed or not (`2`, `1.5`, `-1`)."""
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
+        node = node.expression
+    return isinstance(node, (cst.Integer, cst.Float))
+
+
+FORMS = {"sequence": lambda node: isinstance(node, (cst.List, cst.Tuple)), "number": _number}
 
 
 class Template:
