@@ -24,6 +24,18 @@ def meshgrid(*tensors, indexing="ij"):
     return tuple(jnp.meshgrid(*tensors, indexing=indexing))
 
 
+def div(input, other, rounding_mode=None):
+    """torch.div: true division, or its quotient rounded toward -inf ('floor') or toward zero ('trunc'),
+    integers staying integers when rounded, as in torch."""
+    if rounding_mode is None:
+        return jnp.true_divide(input, other)
+    if rounding_mode == "floor":
+        return jnp.floor_divide(input, other)
+    dtype = jnp.result_type(input, other)
+    quotient = jnp.trunc(jnp.true_divide(input, other))
+    return quotient.astype(dtype) if jnp.issubdtype(dtype, jnp.integer) else quotient
+
+
 def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv{1,2,3}d: channels-first input, OI... kernel."""
     weight = jnp.asarray(weight)  # a Flax variable passed straight in (`F.conv2d(x, self.weight)`)
