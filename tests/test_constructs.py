@@ -326,3 +326,9 @@ def test_private_fan_helper_on_weights_in_torch_layout():
 def test_list_annotated_inputs_stay_lists():
     """`forward(self, x: List[torch.Tensor])` with `x[i] = branch(x[i])` (timm's HRNet) stores into the list."""
     matches_torch("list_inputs.py", "net", (2, 4))
+
+
+def test_attention_biases_gathered_by_a_buffer_and_cached_per_device():
+    """`self.attention_biases[:, self.attention_bias_idxs]` indexes with the buffer's value, and the eval-mode
+    per-device cache is computed each call (an array stored on the module would leak out of jit)."""
+    matches_torch("cached_biases.py", "net", (2, 2, 9, 9))

@@ -29,7 +29,9 @@ EXPRESSIONS = [
     "torch.scalar_tensor(2, dtype=torch.int32)", "torch.linalg.norm(x, dim=-1, keepdim=True)", "torch.linalg.norm(x)",
     "x.reshape(2, 2, 6).norm(p=2, dim=(1, 2), keepdim=True)", "x.norm(p=1, dim=1)", "x.norm(dim=(0, 1))", "x.norm()",
     "torch.norm(x.reshape(2, 2, 6), 3, dim=(0, 2))", "torch.norm(x, p='fro', dim=1)",
-    "torch.div(torch.arange(7), 2, rounding_mode='floor')", "torch.div(-torch.arange(7), 2, rounding_mode='trunc')",
+    "torch.linalg.vector_norm(x, dim=(0, 1))", "torch.linalg.vector_norm(x, ord=1, dim=1, keepdim=True)",
+    "x.lerp(y, 0.3)", "x.addcmul(x, y, value=0.5)", "x.addcdiv(x, y.abs() + 1, value=2)", "torch.addcdiv(x, y, x.abs() + 1)",
+    "torch.clone(x) + 1", "torch.is_complex(x)", "torch.div(torch.arange(7), 2, rounding_mode='floor')", "torch.div(-torch.arange(7), 2, rounding_mode='trunc')",
     "torch.div(x, 0.3, rounding_mode='floor')", "x.div(0.3, rounding_mode='trunc')", "torch.divide(x, y, rounding_mode=None)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y)", "torch.scatter(x, 0, torch.argsort(y, dim=0)[:3, :4], y)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y, reduce='multiply')",  # torch has no gradient with reduce

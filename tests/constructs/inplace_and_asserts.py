@@ -32,6 +32,10 @@ class Net(nn.Module):
         seen.add(1)
         self.cache.update({"calls": 1})
         y = cp.checkpoint(lambda a: masked_linear(a, self.weight, self.bias), x, use_reentrant=False)
+        y = y.clone()
+        y.lerp_(x, 0.25)  # blends and fused multiply/divide-adds, in place (timm's layers and EMA)
+        y.addcmul_(x, x, value=0.5)
+        y.addcdiv_(x, x.abs() + 1)
         return torch.swapaxes(torch.diff(y, dim=1)[None], 0, 1)[:, 0] * len(seen)
 
 

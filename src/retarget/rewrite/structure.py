@@ -346,6 +346,15 @@ def param_values(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Cal
     return updated.with_changes(args=args)
 
 
+def variable_index(ctx: Context, original: cst.Index, updated: cst.Index) -> cst.Index:
+    """`self.attention_biases[:, self.attention_bias_idxs]` (timm's EfficientFormer): an index held in
+    a buffer is its value (`self.idxs[...]`); JAX does not take an NNX variable as an index."""
+    name = dotted(original.value)
+    if not name or not _is_variable(ctx, name) or dotted(updated.value) != name:
+        return updated
+    return updated.with_changes(value=cst.parse_expression(f"{name}[...]"))
+
+
 def _is_variable(ctx: Context, name: str) -> bool:
     """`self.w` holds a parameter or a persistent buffer (an NNX variable, not an array)."""
     cls = ctx.module_class

@@ -14,6 +14,7 @@ import libcst as cst
 
 from ..diagnostics import Escape
 from ..rules import TENSOR_METHOD_NAMES
+from .caches import compute_cached_values
 from .shadowing import local_names, unshadow
 from . import structure, train_step
 from .calls import Site, apply_rule, bind
@@ -330,6 +331,10 @@ class Converter(cst.CSTTransformer):
         return train_step.define_before_loop(self.ctx, original, updated)
 
     def leave_IndentedBlock(self, original: cst.IndentedBlock, updated: cst.IndentedBlock):
+        cls = self.ctx.module_class
+        init = self.ctx.facts.functions.get(f"{cls.name}.__init__") if cls is not None else None
+        if init is not None and self.ctx.function is not None:
+            updated = compute_cached_values(updated, {n[5:] for n in init.mapping_names if n.startswith("self.")})
         return train_step.rewrite_block(self.ctx, original, updated)
 
     def leave_Module(self, original: cst.Module, updated: cst.Module):
@@ -351,6 +356,9 @@ class Converter(cst.CSTTransformer):
 
     def leave_AugAssign(self, original: cst.AugAssign, updated: cst.AugAssign):
         return structure.functional_update(self.ctx, original, updated)
+
+    def leave_Index(self, original: cst.Index, updated: cst.Index) -> cst.Index:
+        return structure.variable_index(self.ctx, original, updated)
 
     def leave_UnaryOperation(self, original, updated) -> cst.BaseExpression:
         return structure.simplify_not(updated)
