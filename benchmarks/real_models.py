@@ -122,7 +122,7 @@ TIMM = [_timm(n) for n in [
 ]] + [  # models whose layers are sized for their input: inputs (or img_size) they accept
     _timm("inception_v3", (2, 3, 139, 139)), _timm("inception_v4", (2, 3, 139, 139)),
     _timm("efficientformer_l1", (2, 3, 224, 224)), _timm("efficientformerv2_s0", img_size=64),
-    _timm("levit_128s", img_size=64), _timm("crossvit_tiny_240", (2, 3, 240, 240)),
+    _timm("levit_128s", (2, 3, 128, 128), img_size=128), _timm("crossvit_tiny_240", (2, 3, 240, 240)),
 ] + [_timm(n, (2, 3, 32, 32), img_size=32) for n in [
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "beit_base_patch16_224",
     "cait_xxs24_224", "mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224", "coat_lite_tiny",

@@ -570,3 +570,26 @@ def test_a_class_named_like_a_helper_subclasses_the_helper_by_its_alias(tmp_path
     retarget.port_weights(original.state_dict(), converted)
     x = torch.randn(2, 8, 5, 5)
     np.testing.assert_allclose(np.asarray(converted(x.numpy())), original(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+INHERITED_BASE = "import torch\nimport torch.nn as nn\n\n\ndef init_linear(m, std):\n    nn.init.normal_(m.weight, std=std)\n\n\nclass Base(nn.Module):\n    def __init__(self, dim=4):\n        super().__init__()\n        self.fc = nn.Linear(dim, dim)\n        self.init_weights()\n\n    def init_weights(self, mode=''):\n        init_linear(self.fc, 0.5)\n\n    def forward(self, x):\n        return self.fc(x)\n"
+INHERITED_SUB = "import torch\nimport torch.nn as nn\nfrom .base import Base\n\n\nclass Sub(Base):\n    def __init__(self, dim=4):\n        super().__init__(dim)\n        self.tok = nn.Parameter(torch.zeros(dim))\n        self.init_weights()\n\n    def init_weights(self, mode=''):\n        if hasattr(self, 'tok'):\n            nn.init.normal_(self.tok, std=0.02)\n        super().init_weights(mode=mode)\n\n    def forward(self, x):\n        return super().forward(x) + self.tok\n\n\nclass Sub2(Base):\n    def __init__(self, dim=4):\n        super().__init__(dim)\n        self.reset()\n\n    def reset(self):\n        self.init_weights()\n"
+
+
+def test_methods_inherited_from_another_file_get_rngs(tmp_path):
+    """timm's DeiT: `super().init_weights(...)` and an inherited `self.init_weights()` reach a base class's
+    method in another file that draws random numbers: both calls pass `rngs`, the models build and,
+    with torch's weights ported, compute torch's numbers."""
+    src = tmp_path / "vt"
+    src.mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "base.py").write_text(INHERITED_BASE)
+    (src / "sub.py").write_text(INHERITED_SUB)
+    originals = {name: getattr(_import_module(tmp_path, "vt.sub"), name)() for name in ("Sub", "Sub2")}
+    assert main(["convert", str(src), "-o", str(tmp_path / "out" / "vt"), "-q"]) == 0
+    module = _import_module(tmp_path / "out", "vt.sub")
+    x = torch.randn(3, 4)
+    for name, original in originals.items():
+        converted = getattr(module, name)(rngs=nnx.Rngs(0))
+        retarget.port_weights(original.state_dict(), converted)
+        np.testing.assert_allclose(np.asarray(converted(x.numpy())), original(x).detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -181,6 +181,8 @@ def _export(item: _Indexed, facts: ProjectFacts, rules: RuleSet) -> None:
     for stmt in item.tree.body:
         if isinstance(stmt, cst.ClassDef) and stmt.name.value in found.classes:
             facts.module_classes[f"{prefix}.{stmt.name.value}"] = found.classes[stmt.name.value].layer_base
+            facts.rngs_functions.update(f"{prefix}.{key}" for key in found.rngs_functions
+                                        if key.startswith(stmt.name.value + "."))  # methods subclasses call
         elif isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.rngs_functions:
             facts.rngs_functions.add(f"{prefix}.{stmt.name.value}")
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value in found.class_functions:

@@ -561,10 +561,24 @@ class Analysis:
     def _callee(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> FunctionFacts | None:
         name = dotted(call.func)
         if name and name.startswith("self.") and caller is not None and caller.owner:
-            return facts.functions.get(f"{caller.owner}.{name[5:]}")
+            return facts.functions.get(f"{caller.owner}.{name[5:]}") or self._inherited(caller.owner, name[5:], facts)
         if facts.is_module_class(name):
             return facts.functions.get(f"{name}.__init__")
         return facts.functions.get(name) if name else None
+
+    def _inherited(self, owner: str, method: str, facts: Facts, depth: int = 0) -> FunctionFacts | None:
+        """The method `owner` inherits: a base's in this file, or (its key only) a base's from another file
+        of the package whose method builds layers (`VisionTransformer.init_weights`)."""
+        node = self.collector.classes.get(owner)
+        for base in (dotted(b.value) for b in node.bases) if node is not None and depth < 8 else ():
+            if base is None:
+                continue
+            found = facts.functions.get(f"{base}.{method}") or self._inherited(base, method, facts, depth + 1)
+            if found is None and f"{base}.{method}" in self.external.rngs_functions:
+                found = FunctionFacts(f"{base}.{method}", node, base, [])
+            if found is not None:
+                return found
+        return None
 
     def _mark_callee_params(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> bool:
         callee = self._callee(call, caller, facts)
@@ -597,7 +611,9 @@ class Analysis:
                 self._built_attr(call.func, func, facts)):
             return True  # `cnf.block(...)` where a class declares `block: Callable[..., nn.Module]`
         callee = self._callee(call, func, facts)
-        return callee is not None and callee.key in known
+        if callee is None and super_call(call) and func.owner:  # `super().init_weights(...)` (timm's DeiT)
+            callee = self._inherited(func.owner, call.func.attr.value, facts)
+        return callee is not None and (callee.key in known or callee.key in self.external.rngs_functions)
 
     def _built_attr(self, node: cst.Attribute, func: FunctionFacts, facts: Facts) -> bool:
         """`self.act` where the class sets `self.act` only to results of calls (a layer, not a factory)."""
@@ -654,6 +670,12 @@ def _annotated_containers(node: cst.FunctionDef) -> set[str]:
         if name and name.split(".")[-1] in _CONTAINERS:
             found.add(a.name.value)
     return found
+
+
+def super_call(call: cst.Call) -> bool:
+    """`super().method(...)`."""
+    return isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Call) and dotted(
+        call.func.value.func) == "super"
 
 
 def _callees(node: cst.BaseExpression) -> set[str] | None:

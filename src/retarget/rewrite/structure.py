@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts, mentions, param_names
+from .facts import FunctionFacts, super_call, mentions, param_names
 from .names import dotted
 from .support import SCOPED
 from .template import Template, parenthesize
@@ -164,7 +164,8 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     name = dotted(original.func)
     if name == "self.forward":
         return updated.with_changes(func=cst.Name("self"))
-    if _passes_rngs(updated) or (name is None and not isinstance(original.func, cst.Subscript)):
+    method_of_super = super_call(original) and original.func.attr.value != "__init__"  # `super().init_weights()`
+    if _passes_rngs(updated) or (name is None and not isinstance(original.func, cst.Subscript) and not method_of_super):
         return updated
     if ctx.qualnames.get(original.func):
         return updated
