@@ -332,3 +332,11 @@ def test_attention_biases_gathered_by_a_buffer_and_cached_per_device():
     """`self.attention_biases[:, self.attention_bias_idxs]` indexes with the buffer's value, and the eval-mode
     per-device cache is computed each call (an array stored on the module would leak out of jit)."""
     matches_torch("cached_biases.py", "net", (2, 2, 9, 9))
+
+
+def test_copy_into_a_transposed_layer_weight():
+    """`linear.weight.data.copy_(w)`: the converted kernel holds `w.T`, so the layer computes torch's numbers."""
+    torch_mod, flax_mod, conversion = convert_pair("copy_into_linear.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(np.asarray(model.v.kernel[...]), original.v.weight.detach().numpy().T)

@@ -286,7 +286,9 @@ def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bo
         spec = rules[0].attrs.get(original.attr.value, {})
         if "var" not in spec or len(rules) > 1:
             return Escape("RT107", f"in-place `{site.rule.name}` on `{name}`, which is not one layer variable")
-        if same_layout and spec.get("read") not in ("{self}." + spec["var"], "{self}." + spec["var"] + "[...]"):
+        if same_layout and spec.get("read") == "{self}." + spec["var"] + "[...].T":
+            site.extra["transpose"] = True  # `self.v.weight.data.copy_(w)` on a Linear: the kernel is w.T
+        elif same_layout and spec.get("read") not in ("{self}." + spec["var"], "{self}." + spec["var"] + "[...]"):
             return Escape("RT107", f"in-place `{site.rule.name}` into `{name}`, whose Flax layout differs; "
                                    "write a converted tensor")
         name = f"{dotted(original.value)}.{spec['var']}"
@@ -310,7 +312,10 @@ def _inplace_on_slice(site, original: cst.Subscript):
 
 
 def scatter_back(site, result: cst.BaseExpression) -> cst.BaseExpression:
-    """The value an in-place method on a slice leaves in the whole array: `x.at[idx].set(result)`."""
+    """The value an in-place method on a slice leaves in the whole array: `x.at[idx].set(result)`; a
+    value in torch's layout written into a transposed variable: `result.T`."""
+    if site.extra.get("transpose"):
+        result = cst.Attribute(parenthesize(result), cst.Name("T"))
     if "at" not in site.extra:
         return result
     at = cst.Subscript(cst.Attribute(site.extra["target"], cst.Name("at")), site.extra["at"])

@@ -644,7 +644,7 @@ class NamedSequential(nnx.Module):
     assignment in a subclass. Children run in the order they were added (recorded, since
     Flax may rebuild the module with its attributes in another order)."""
 
-    def __init__(self, *layers):
+    def __init__(self, *layers, rngs: nnx.Rngs | None = None):  # `rngs`: a subclass's builders pass it
         super().__setattr__("_layer_order", ())  # empty: the identity, as torch's `nn.Sequential()`
         named = layers[0] if len(layers) == 1 and isinstance(layers[0], dict) else dict(
             (str(i), layer) for i, layer in enumerate(layers))

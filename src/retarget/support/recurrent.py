@@ -84,6 +84,7 @@ class _RNNBase(nnx.Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, nonlinearity="tanh", *, rngs: nnx.Rngs):
         self.num_layers, self.batch_first, self.bidirectional = num_layers, batch_first, bidirectional
+        self.input_size, self.hidden_size = input_size, hidden_size  # torch's attributes (timm's Sequencer reads them)
         dirs = 2 if bidirectional else 1
 
         def cells():
