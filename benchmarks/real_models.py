@@ -303,7 +303,7 @@ def _float32_miss(model, xs, weights, outputs64, grads64, copy) -> dict:
     twin = copy.deepcopy(model).eval()
     result = flatten_torch(twin(*xs))
     sum((o * torch.from_numpy(w)).sum() for o, w in zip(result, weights)).backward()
-    grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy() for k, p in twin.named_parameters()}
+    grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy() for k, p in twin.named_parameters(remove_duplicate=False)}
     return {"torch_eager32": compare([o.detach().numpy() for o in result], outputs64),
             "torch_grad32": compare([grads[k] for k in sorted(grads)], [grads64[k] for k in sorted(grads)], scaled=True)}
 
@@ -323,7 +323,7 @@ def _float64_reference(model, xs, weights, copy) -> tuple[list, dict, bool]:
     sum((o * torch.from_numpy(w).double()).sum() for o, w in zip(result, weights)).backward()
     outputs = [o.detach().numpy() for o in result]
     return outputs, {k: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy()
-                     for k, p in twin.named_parameters()}, exact
+                     for k, p in twin.named_parameters(remove_duplicate=False)}, exact
 
 
 def flatten_torch(value) -> list:

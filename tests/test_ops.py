@@ -31,7 +31,7 @@ EXPRESSIONS = [
     "torch.norm(x.reshape(2, 2, 6), 3, dim=(0, 2))", "torch.norm(x, p='fro', dim=1)",
     "torch.linalg.vector_norm(x, dim=(0, 1))", "torch.linalg.vector_norm(x, ord=1, dim=1, keepdim=True)",
     "x.lerp(y, 0.3)", "x.addcmul(x, y, value=0.5)", "x.addcdiv(x, y.abs() + 1, value=2)", "torch.addcdiv(x, y, x.abs() + 1)",
-    "torch.clone(x) + 1", "torch.is_complex(x)", "torch.div(torch.arange(7), 2, rounding_mode='floor')", "torch.div(-torch.arange(7), 2, rounding_mode='trunc')",
+    "torch.clone(x) + 1", "torch.zeros(size=(4, 6)) + x", "torch.ones(size=[2, 3], dtype=torch.int32)", "torch.is_complex(x)", "torch.div(torch.arange(7), 2, rounding_mode='floor')", "torch.div(-torch.arange(7), 2, rounding_mode='trunc')",
     "torch.div(x, 0.3, rounding_mode='floor')", "x.div(0.3, rounding_mode='trunc')", "torch.divide(x, y, rounding_mode=None)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y)", "torch.scatter(x, 0, torch.argsort(y, dim=0)[:3, :4], y)",
     "x.scatter(1, torch.argsort(y, dim=1)[:, :3], y, reduce='multiply')",  # torch has no gradient with reduce

@@ -36,6 +36,8 @@ def bind(sig: Signature, args: tuple[cst.Arg, ...]) -> dict[str, object] | Escap
             keywords.append(arg)
         elif arg.star == "**":
             return Escape("RT102", "`**kwargs` in a call to a torch API: pass the arguments explicitly")
+        elif arg.keyword is not None and arg.keyword.value == sig.varargs:  # `torch.zeros(size=(2, 3))`
+            star.append(cst.Arg(arg.value, star="*"))
         elif arg.keyword is not None:
             name = arg.keyword.value
             if name not in sig.names:

@@ -610,6 +610,10 @@ class Analysis:
         if isinstance(call.func, cst.Attribute) and call.func.attr.value in facts.factory_attrs and not (
                 self._built_attr(call.func, func, facts)):
             return True  # `cnf.block(...)` where a class declares `block: Callable[..., nn.Module]`
+        applied = applied_function(call)  # `self.apply(partial(self._init_weights, needs_reset=False))`
+        if applied is not None:
+            key = f"{func.owner}.{applied[5:]}" if applied.startswith("self.") and func.owner else applied
+            return key in known or key in self.external.rngs_functions
         callee = self._callee(call, func, facts)
         if callee is None and super_call(call) and func.owner:  # `super().init_weights(...)` (timm's DeiT)
             callee = self._inherited(func.owner, call.func.attr.value, facts)
@@ -670,6 +674,17 @@ def _annotated_containers(node: cst.FunctionDef) -> set[str]:
         if name and name.split(".")[-1] in _CONTAINERS:
             found.add(a.name.value)
     return found
+
+
+def applied_function(call: cst.BaseExpression) -> str | None:
+    """The function `module.apply(fn)` (or `module.apply(partial(fn, ...))`) calls on every module."""
+    if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) and call.func.attr.value == "apply"
+            and len(call.args) == 1 and dotted(call.func.value)):
+        return None
+    fn = call.args[0].value
+    if isinstance(fn, cst.Call) and dotted(fn.func) in ("partial", "functools.partial") and fn.args:
+        fn = fn.args[0].value
+    return dotted(fn)
 
 
 def super_call(call: cst.Call) -> bool:

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts, super_call, mentions, param_names
+from .facts import FunctionFacts, applied_function, mentions, param_names, super_call
 from .names import dotted
 from .support import SCOPED
 from .template import Template, parenthesize
@@ -167,8 +167,8 @@ def thread_rngs(ctx: Context, original: cst.Call, updated: cst.Call) -> cst.Call
     method_of_super = super_call(original) and original.func.attr.value != "__init__"  # `super().init_weights()`
     if _passes_rngs(updated) or (name is None and not isinstance(original.func, cst.Subscript) and not method_of_super):
         return updated
-    if ctx.qualnames.get(original.func):
-        return updated
+    if ctx.qualnames.get(original.func) or applied_function(original) is not None:
+        return updated  # `m.apply(fn)` becomes a loop calling `fn(module, rngs=...)` (apply_as_loop)
     caller = ctx.function or FunctionFacts("<module>", None, None, [])
     if not ctx.analysis.needs_rngs(original, caller, ctx.facts, ctx.facts.rngs_functions):
         return updated
@@ -630,7 +630,7 @@ def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.
     if receiver is None or len(call.args) != 1 or not isinstance(converted, cst.ListComp):
         return updated
     fn = cst.Module([]).code_for_node(converted.elt.func)
-    rngs, name = "", dotted(call.args[0].value) or ""
+    rngs, name = "", applied_function(call) or ""
     if name.startswith("self.") and ctx.function is not None and ctx.function.owner:  # `self.apply(self._init_weights)`
         name = f"{ctx.function.owner}.{name[5:]}"
     if name in ctx.facts.rngs_functions:

@@ -170,33 +170,53 @@ def channel_shuffle(x, groups):
 
 
 def _interp_coords(in_size, out_size, scale, align_corners, mode):
-    """Source coordinates of each output position along one axis."""
+    """Source coordinates of each output position along one axis (torch's, per mode)."""
     i = jnp.arange(out_size, dtype=jnp.float32)
+    ratio = (1.0 / scale) if scale else in_size / out_size
     if mode == "nearest":
-        ratio = (1.0 / scale) if scale else in_size / out_size
         return jnp.minimum(jnp.floor(i * ratio), in_size - 1).astype(jnp.int32)
+    if mode == "nearest-exact":
+        return jnp.minimum(jnp.floor((i + 0.5) * ratio), in_size - 1).astype(jnp.int32)
     if align_corners:
         return i * ((in_size - 1) / (out_size - 1)) if out_size > 1 else i * 0.0
-    ratio = (1.0 / scale) if scale else in_size / out_size
-    return jnp.maximum((i + 0.5) * ratio - 0.5, 0.0)
+    real = (i + 0.5) * ratio - 0.5
+    return real if mode == "bicubic" else jnp.maximum(real, 0.0)  # torch clamps at 0 except for cubic
+
+
+def _cubic_weights(t, a=-0.75):
+    """torch's cubic convolution coefficients (A = -0.75) for taps at -1, 0, 1, 2 from the floor."""
+    def near(x):
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _interp_axis(x, coords, axis, in_size, mode):
+    """`x` resampled along `axis` at `coords` (indices for nearest modes, fractional otherwise)."""
+    if mode in ("nearest", "nearest-exact"):
+        return jnp.take(x, coords, axis=axis)
+    lo = jnp.floor(coords).astype(jnp.int32)
+    t = (coords - lo).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+    if mode == "bicubic":  # four taps, indices clamped to the border as torch does
+        taps = [jnp.take(x, jnp.clip(lo + k, 0, in_size - 1), axis=axis) for k in (-1, 0, 1, 2)]
+        return sum(w * tap for w, tap in zip(_cubic_weights(t), taps))
+    hi = jnp.minimum(lo + 1, in_size - 1)
+    return jnp.take(x, lo, axis=axis) * (1 - t) + jnp.take(x, hi, axis=axis) * t
 
 
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
-    """torch.nn.functional.interpolate for nearest and (bi/tri)linear modes."""
+    """torch.nn.functional.interpolate: nearest, nearest-exact, (bi/tri)linear and bicubic modes."""
+    if mode not in ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "bicubic"):
+        raise NotImplementedError(f"interpolate mode {mode!r} is not supported by this helper")
     n = x.ndim - 2
     scales = _ntuple(scale_factor, n) if scale_factor is not None else (None,) * n
     sizes = _ntuple(size, n) if size is not None else tuple(
         int(math.floor(x.shape[2 + i] * scales[i])) for i in range(n))
     for i in range(n):
-        axis, in_size = 2 + i, x.shape[2 + i]
-        coords = _interp_coords(in_size, sizes[i], scales[i], align_corners, mode)
-        if mode == "nearest":
-            x = jnp.take(x, coords, axis=axis)
-            continue
-        lo = jnp.floor(coords).astype(jnp.int32)
-        hi = jnp.minimum(lo + 1, in_size - 1)
-        w = (coords - lo).reshape((-1,) + (1,) * (x.ndim - axis - 1))
-        x = jnp.take(x, lo, axis=axis) * (1 - w) + jnp.take(x, hi, axis=axis) * w
+        coords = _interp_coords(x.shape[2 + i], sizes[i], scales[i], align_corners, mode)
+        x = _interp_axis(x, coords, 2 + i, x.shape[2 + i], mode)
     return x
 
 
