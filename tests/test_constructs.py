@@ -335,8 +335,16 @@ def test_attention_biases_gathered_by_a_buffer_and_cached_per_device():
 
 
 def test_copy_into_a_transposed_layer_weight():
-    """`linear.weight.data.copy_(w)`: the converted kernel holds `w.T`, so the layer computes torch's numbers."""
+    """`linear.weight.data.copy_(w)` and `linear.weight.data[i, j] = v`: the converted kernel holds the
+    transpose of torch's weight; a convolution's item writes land in place."""
     torch_mod, flax_mod, conversion = convert_pair("copy_into_linear.py")
     assert not conversion.diagnostics, conversion.diagnostics
     original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(np.asarray(model.v.kernel[...]), original.v.weight.detach().numpy().T)
+    np.testing.assert_array_equal(np.asarray(model.conv.kernel[...][0]), original.conv.weight.detach().numpy()[0])
+
+
+def test_a_hook_only_subclasses_define_gets_rngs_from_the_base():
+    """The base's `_init_buffers` calls `self._init_cached(...)`, defined by subclasses only, whose body
+    reaches a random function: the chain takes `rngs`, the subclass builds and computes torch's numbers."""
+    matches_torch("subclass_hooks.py", "net", (2, 4))

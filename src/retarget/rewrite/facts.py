@@ -580,6 +580,18 @@ class Analysis:
                 return found
         return None
 
+    def _subclasses(self, owner: str) -> list[str]:
+        """Classes of this file deriving from `owner`, directly or not (timm's rotary embeddings define the
+        `_init_cached_embed` hook their base calls)."""
+        found, changed = [], True
+        while changed:
+            changed = False
+            for name, node in self.collector.classes.items():
+                if name not in found and any(dotted(b.value) in (owner, *found) for b in node.bases):
+                    found.append(name)
+                    changed = True
+        return found
+
     def _mark_callee_params(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> bool:
         callee = self._callee(call, caller, facts)
         if callee is None:
@@ -617,6 +629,9 @@ class Analysis:
         callee = self._callee(call, func, facts)
         if callee is None and super_call(call) and func.owner:  # `super().init_weights(...)` (timm's DeiT)
             callee = self._inherited(func.owner, call.func.attr.value, facts)
+        name = dotted(call.func) or ""
+        if callee is None and name.startswith("self.") and name.count(".") == 1 and func.owner:
+            return any(f"{sub}.{name[5:]}" in known for sub in self._subclasses(func.owner))  # a hook subclasses define
         return callee is not None and (callee.key in known or callee.key in self.external.rngs_functions)
 
     def _built_attr(self, node: cst.Attribute, func: FunctionFacts, facts: Facts) -> bool:

@@ -545,11 +545,28 @@ def tie_weights(ctx: Context, original: cst.Assign, updated: cst.Assign):
     return cst.Assign([cst.AssignTarget(cst.parse_expression(linear))], call)
 
 
-def _subscript_update(target: cst.Subscript, method: str, value: cst.BaseExpression) -> cst.Assign:
-    """`x[i] op= v` -> `x = x.at[i].method(v)`."""
+def _subscript_update(target: cst.Subscript, method: str, value: cst.BaseExpression,
+                      store: cst.BaseExpression | None = None, transpose: bool = False) -> cst.Assign:
+    """`x[i] op= v` -> `x = x.at[i].method(v)`; into a layer variable seen transposed (`store`, the
+    variable): `v.kernel[...] = v.kernel[...].T.at[i].method(v).T`."""
     at = cst.Subscript(cst.Attribute(target.value, cst.Name("at")), target.slice)
     call = cst.Call(cst.Attribute(at, cst.Name(method)), [cst.Arg(value)])
-    return cst.Assign([cst.AssignTarget(target.value)], call)
+    result = cst.Attribute(call, cst.Name("T")) if transpose else call
+    return cst.Assign([cst.AssignTarget(store if store is not None else target.value)], result)
+
+
+def _layer_variable_target(ctx: Context, original, target):
+    """`self.pos_proj.weight.data[i, 2] = -1` (timm's ConViT): (the item in torch's layout, the variable
+    to store into, whether the variable holds the transpose); None for anything else."""
+    old = original.targets[0].target if isinstance(original, cst.Assign) and len(original.targets) == 1 else (
+        original.target if isinstance(original, cst.AugAssign) else None)
+    side = _tied_side(ctx, _strip_data(old.value)) if isinstance(old, cst.Subscript) else None
+    if side is None or not isinstance(target, cst.Subscript) or _layout(side[2]) not in ("", ".T"):
+        return None
+    layer, _, spec = side
+    variable = cst.parse_expression(f"{layer}.{spec['var']}[...]")
+    view = cst.parse_expression(f"{layer}.{spec['var']}[...]{_layout(spec)}")
+    return target.with_changes(value=view), variable, _layout(spec) == ".T"
 
 
 AUG_METHODS = {cst.AddAssign: "add", cst.MultiplyAssign: "multiply", cst.DivideAssign: "divide",
@@ -557,15 +574,20 @@ AUG_METHODS = {cst.AddAssign: "add", cst.MultiplyAssign: "multiply", cst.DivideA
 
 
 def functional_update(ctx: Context, original, updated):
-    """Item assignment into a tensor (`pe[:, 0::2] = ...`): JAX arrays are immutable, so use `.at[]`."""
+    """Item assignment into a tensor (`pe[:, 0::2] = ...`) or a layer's weight (`fc.weight.data[i] = v`):
+    JAX arrays are immutable, so use `.at[]`."""
     target = updated.targets[0].target if isinstance(updated, cst.Assign) and len(updated.targets) == 1 else (
         updated.target if isinstance(updated, cst.AugAssign) else None)
     func = ctx.function
-    if not (isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) and func is not None
-            and target.value.value in func.tensor_names):
+    layer_target = _layer_variable_target(ctx, original, target)
+    store, transpose = None, False
+    if layer_target is not None:
+        target, store, transpose = layer_target
+    elif not (isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) and func is not None
+              and target.value.value in func.tensor_names):
         return updated
     if isinstance(updated, cst.Assign):
-        return _subscript_update(target, "set", updated.value)
+        return _subscript_update(target, "set", updated.value, store, transpose)
     method = AUG_METHODS.get(type(updated.operator))
     if method is None:
         ctx.escape(original, Escape("RT104", "in-place operator on a tensor slice with no JAX `.at[]` form"))
@@ -573,7 +595,7 @@ def functional_update(ctx: Context, original, updated):
     value = updated.value
     if isinstance(updated.operator, cst.SubtractAssign):
         value = cst.UnaryOperation(cst.Minus(), parenthesize(value))
-    return _subscript_update(target, method, value)
+    return _subscript_update(target, method, value, store, transpose)
 
 
 def keep_rngs(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
