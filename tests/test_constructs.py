@@ -348,3 +348,14 @@ def test_a_hook_only_subclasses_define_gets_rngs_from_the_base():
     """The base's `_init_buffers` calls `self._init_cached(...)`, defined by subclasses only, whose body
     reaches a random function: the chain takes `rngs`, the subclass builds and computes torch's numbers."""
     matches_torch("subclass_hooks.py", "net", (2, 4))
+
+
+def test_in_place_rescale_of_sublayers_reached_from_a_loop_variable():
+    """BEiT's `layer.attn.proj.weight.data.div_(s)` per block writes the converted kernel (in its layout)."""
+    torch_mod, flax_mod, conversion = convert_pair("rescale_blocks.py")
+    assert not conversion.diagnostics, conversion.diagnostics
+    original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
+    for theirs, ours in zip(original.blocks, model.blocks):
+        np.testing.assert_allclose(np.asarray(ours.proj.kernel[...]), theirs.proj.weight.detach().numpy().T, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(ours.proj.bias[...]), theirs.proj.bias.detach().numpy(), rtol=1e-6)
+    matches_torch("rescale_blocks.py", "net", (2, 4))

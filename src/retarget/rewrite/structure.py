@@ -198,9 +198,12 @@ def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attrib
     return Template(spec["read"]).render({"self": updated.value}, {}) or updated
 
 
-def _unknown_layer(ctx: Context, node: cst.BaseExpression) -> bool:
-    """`self.norm1` where `self.norm1 = norm_layer(dim)`: a layer whose class only the run time knows."""
+def _unknown_layer(ctx: Context, node: cst.BaseExpression, nested: bool = False) -> bool:
+    """`self.norm1` where `self.norm1 = norm_layer(dim)`: a layer whose class only the run time knows;
+    `nested`: also a sublayer reached from a local (`layer.attn.proj` in `for layer in self.blocks`)."""
     cls, name = ctx.module_class, dotted(node)
+    if nested and name is not None and "." in name and not name.startswith("self."):
+        return not ctx.layer_rules(node)
     if cls is None or name is None or not name.startswith("self.") or name.count(".") != 1:
         return False
     attr = name[5:]
@@ -208,11 +211,12 @@ def _unknown_layer(ctx: Context, node: cst.BaseExpression) -> bool:
         attr in cls.param_attrs or attr in cls.buffer_attrs)
 
 
-def _runtime_layer_variable(ctx: Context, original: cst.Attribute, updated: cst.Attribute, form: str):
+def _runtime_layer_variable(ctx: Context, original: cst.Attribute, updated: cst.Attribute, form: str,
+                            nested: bool = False):
     """`self.norm1.weight` of a layer whose class only the run time knows (timm's Swin reads its dtype):
     the torch view of the converted variable, found through TORCH_LAYOUT as checkpoints are."""
     if original in ctx.stores or original.attr.value not in ctx.rules.renamed_variables() or not _unknown_layer(
-            ctx, original.value):
+            ctx, original.value, nested):
         return updated
     helper = "torch_param" if form.startswith("torch_param") else "TorchParameter"
     ctx.support.add(helper)
@@ -279,7 +283,8 @@ def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bo
     name = dotted(original)
     rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
     if not rules and isinstance(original, cst.Attribute):  # a layer of a class known at run time
-        runtime = _runtime_layer_variable(ctx, original, original, "TorchParameter({layer}, {name!r})[...]")
+        runtime = _runtime_layer_variable(ctx, original, original, "TorchParameter({layer}, {name!r})[...]",
+                                          nested=True)  # BEiT: `layer.attn.proj.weight.data.div_(s)` per block
         if runtime is not original:
             return runtime
     if rules:
