@@ -271,6 +271,8 @@ def test_functions_filling_a_parameter_in_place():
     assert not np.asarray(model.fc.bias[...]).any()
     head = np.asarray(model.head.kernel[...])  # fan-in from torch's shape (2, 384): std 1/sqrt(384)
     assert abs(head.std() - 384 ** -0.5) < 0.005, head.std()
+    proj = np.asarray(model.proj.kernel[...])  # nn.init.kaiming_normal_ on an argument: fan-in 256 (torch's dim 1)
+    assert abs(proj.std() - 256 ** -0.5) < 0.005, proj.std()
 
 
 def test_parameters_that_do_not_require_grad():

@@ -28,6 +28,10 @@ def fan_in_normal_(tensor):
     tensor.data.normal_(0, 1 / math.sqrt(tensor.shape[1]))
 
 
+def fan_in_kaiming_(tensor):
+    nn.init.kaiming_normal_(tensor, mode='fan_in', nonlinearity='linear')  # on its argument: the caller's weight
+
+
 def init_weights(module, name=''):
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=.02)
@@ -52,12 +56,14 @@ class Net(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 4, dim))
         self.fc = nn.Linear(dim, hidden)
         self.head = nn.Linear(hidden, 2)
+        self.proj = nn.Linear(dim, 64)
         trunc_normal_(self.pos_embed, mean=.1, std=.02)
         named_apply(init_weights, self)
         fan_in_normal_(self.head.weight)
+        fan_in_kaiming_(self.proj.weight)
 
     def forward(self, x):
-        return self.head(self.fc(x + self.pos_embed))
+        return self.head(self.fc(x + self.pos_embed)) + self.proj(x).mean(-1, keepdim=True)
 
 
 def net():
