@@ -344,6 +344,7 @@ def test_copy_into_a_transposed_layer_weight():
     original, model = torch_mod.net(), flax_mod.net(rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(np.asarray(model.v.kernel[...]), original.v.weight.detach().numpy().T)
     np.testing.assert_array_equal(np.asarray(model.conv.kernel[...][0]), original.conv.weight.detach().numpy()[0])
+    assert (np.asarray(model.conv.kernel[...][0]) == 2.0).all()
 
 
 def test_a_hook_only_subclasses_define_gets_rngs_from_the_base():

@@ -13,6 +13,8 @@ class Net(nn.Module):
         self.v.weight.data[0, :] *= 0.5
         self.conv = nn.Conv2d(2, 2, 1)
         self.conv.weight.data[0] = 1.0
+        self.v.weight.data *= torch.arange(1.0, 4.0)  # a whole weight scaled, in torch's layout (per input)
+        self.conv.weight.data += 1
 
     def forward(self, x):
         return self.v(x)

@@ -560,6 +560,25 @@ def _subscript_update(target: cst.Subscript, method: str, value: cst.BaseExpress
     return cst.Assign([cst.AssignTarget(store if store is not None else target.value)], result)
 
 
+def _layer_variable_update(ctx: Context, original: cst.AugAssign, updated: cst.AugAssign) -> cst.Assign | None:
+    """`fc.weight.data op= v` on a layer's weight: `fc.kernel[...] = (fc.kernel[...].T op v).T` (torch's
+    layout for `v`), or without the transposes where the variable has torch's layout."""
+    side = _tied_side(ctx, _strip_data(original.target))
+    operator = _BINARY.get(type(original.operator))
+    if side is None or operator is None or _layout(side[2]) not in ("", ".T"):
+        return None
+    layer, _, spec = side
+    layout = _layout(spec)
+    variable = f"{layer}.{spec['var']}[...]"
+    value = cst.Module([]).code_for_node(parenthesize(updated.value))
+    text = f"({variable}{layout} {operator} {value}){layout}" if layout else f"{variable} {operator} {value}"
+    return cst.Assign([cst.AssignTarget(cst.parse_expression(variable))], cst.parse_expression(text))
+
+
+_BINARY = {cst.AddAssign: "+", cst.SubtractAssign: "-", cst.MultiplyAssign: "*", cst.DivideAssign: "/",
+           cst.PowerAssign: "**"}
+
+
 def _layer_variable_target(ctx: Context, original, target):
     """`self.pos_proj.weight.data[i, 2] = -1` (timm's ConViT): (the item in torch's layout, the variable
     to store into, whether the variable holds the transpose); None for anything else."""
@@ -584,6 +603,10 @@ def functional_update(ctx: Context, original, updated):
     target = updated.targets[0].target if isinstance(updated, cst.Assign) and len(updated.targets) == 1 else (
         updated.target if isinstance(updated, cst.AugAssign) else None)
     func = ctx.function
+    if isinstance(original, cst.AugAssign) and not isinstance(original.target, cst.Subscript):
+        whole = _layer_variable_update(ctx, original, updated)  # `self.pos_proj.weight.data *= s` (ConViT)
+        if whole is not None:
+            return whole
     layer_target = _layer_variable_target(ctx, original, target)
     store, transpose = None, False
     if layer_target is not None:
