@@ -462,10 +462,10 @@ class Analysis:
             bound = _bound_names(target) if target is not None else set()
             if isinstance(target, cst.Subscript):
                 bound -= containers
-            elif bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
-                containers -= bound  # re-bound to a tensor (`x = torch.stack(x)`)
             if bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names |= bound  # `q, k, v = qkv[0], qkv[1], qkv[2]`: each is a tensor
+                if not isinstance(target, cst.Subscript):
+                    containers -= bound  # re-bound to a tensor (`x = torch.stack(x)`)
         return names - containers
 
     def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:
