@@ -242,6 +242,7 @@ class Analysis:
         self.collector = collector or _Collector()
         if collector is None:
             module.visit(self.collector)
+        self._subclass_index: dict[str, list[str]] = {}  # the classes do not change during the analysis
 
     def run(self) -> Facts:
         classes = self._module_classes()
@@ -479,7 +480,7 @@ class Analysis:
         `norm_layer or nn.LayerNorm`, or a name already known to hold one."""
         if isinstance(node, cst.BooleanOperation):
             return any(self._is_class_value(side, func, facts) for side in (node.left, node.right))
-        if isinstance(node, cst.Call) and dotted(node.func) in ("partial", "functools.partial") and node.args:
+        if isinstance(node, cst.Call) and dotted(node.func) in PARTIAL and node.args:
             return self._is_class_value(node.args[0].value, func, facts)
         if isinstance(node, cst.IfExp):  # `partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear`
             return any(self._is_class_value(side, func, facts) for side in (node.body, node.orelse))
@@ -582,7 +583,9 @@ class Analysis:
 
     def _subclasses(self, owner: str) -> list[str]:
         """Classes of this file deriving from `owner`, directly or not (timm's rotary embeddings define the
-        `_init_cached_embed` hook their base calls)."""
+        `_init_cached_embed` hook their base calls); worked out once per class."""
+        if owner in self._subclass_index:
+            return self._subclass_index[owner]
         found, changed = [], True
         while changed:
             changed = False
@@ -590,6 +593,7 @@ class Analysis:
                 if name not in found and any(dotted(b.value) in (owner, *found) for b in node.bases):
                     found.append(name)
                     changed = True
+        self._subclass_index[owner] = found
         return found
 
     def _mark_callee_params(self, call: cst.Call, caller: FunctionFacts, facts: Facts) -> bool:
@@ -638,7 +642,7 @@ class Analysis:
         """`self.act` where the class sets `self.act` only to results of calls (a layer, not a factory)."""
         cls = facts.classes.get(func.owner) if func.owner and dotted(node.value) == "self" else None
         callees = cls.built.get(node.attr.value) if cls is not None else None
-        factories = facts.class_functions | self.external.class_functions | {"partial", "functools.partial"}
+        factories = facts.class_functions | self.external.class_functions | set(PARTIAL)
         return callees is not None and not callees & factories
 
     def _rngs_functions(self, facts: Facts) -> set[str]:
@@ -673,6 +677,7 @@ def _makes_rngs(assigns: list[cst.Assign]) -> bool:
                for a in assigns for t in a.targets)
 
 
+PARTIAL = ("partial", "functools.partial")
 _CONTAINERS = {"List", "Tuple", "Dict", "Sequence", "Mapping", "Iterable", "list", "tuple", "dict"}
 
 
@@ -697,7 +702,7 @@ def applied_function(call: cst.BaseExpression) -> str | None:
             and len(call.args) == 1 and dotted(call.func.value)):
         return None
     fn = call.args[0].value
-    if isinstance(fn, cst.Call) and dotted(fn.func) in ("partial", "functools.partial") and fn.args:
+    if isinstance(fn, cst.Call) and dotted(fn.func) in PARTIAL and fn.args:
         fn = fn.args[0].value
     return dotted(fn)
 

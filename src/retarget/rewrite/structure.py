@@ -194,7 +194,8 @@ def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attrib
     rule = ctx.layer_rule(original.value)
     spec = rule.attrs.get(original.attr.value) if rule else None
     if not spec or "read" not in spec:
-        return _runtime_layer_variable(ctx, original, updated, "torch_param({layer}, {name!r})")
+        view = None if original in ctx.stores else _runtime_view(ctx, original, "torch_param")
+        return updated if view is None else view
     return Template(spec["read"]).render({"self": updated.value}, {}) or updated
 
 
@@ -211,28 +212,24 @@ def _unknown_layer(ctx: Context, node: cst.BaseExpression, nested: bool = False)
         attr in cls.param_attrs or attr in cls.buffer_attrs)
 
 
-def _runtime_layer_variable(ctx: Context, original: cst.Attribute, updated: cst.Attribute, form: str,
-                            nested: bool = False):
+def _runtime_view(ctx: Context, node: cst.BaseExpression, helper: str, nested: bool = False):
     """`self.norm1.weight` of a layer whose class only the run time knows (timm's Swin reads its dtype):
-    the torch view of the converted variable, found through TORCH_LAYOUT as checkpoints are."""
-    if original in ctx.stores or original.attr.value not in ctx.rules.renamed_variables() or not _unknown_layer(
-            ctx, original.value, nested):
-        return updated
-    helper = "torch_param" if form.startswith("torch_param") else "TorchParameter"
+    the torch view of the converted variable, found through TORCH_LAYOUT as checkpoints are; the value
+    (`torch_param(self.norm1, 'weight')`) or the view written through (`TorchParameter(...)[...]`)."""
+    if not isinstance(node, cst.Attribute) or node.attr.value not in ctx.rules.renamed_variables() or (
+            not _unknown_layer(ctx, node.value, nested)):
+        return None
     ctx.support.add(helper)
-    return cst.parse_expression(form.format(layer=dotted(original.value), name=original.attr.value))
+    view = f"{helper}({dotted(node.value)}, {node.attr.value!r})"
+    return cst.parse_expression(view if helper == "torch_param" else view + "[...]")
 
 
 def runtime_layer_store(ctx: Context, original: cst.Assign, updated: cst.Assign) -> cst.Assign:
     """`self.reparam_conv.weight.data = kernel` (timm's FastViT) where the layer's class is known only at
     run time: written through its torch view, `TorchParameter(self.reparam_conv, 'weight')[...] = kernel`."""
     target = _strip_data(original.targets[0].target) if len(original.targets) == 1 else None
-    if not isinstance(target, cst.Attribute) or target.attr.value not in ctx.rules.renamed_variables() or (
-            not _unknown_layer(ctx, target.value)):
-        return updated
-    ctx.support.add("TorchParameter")
-    view = cst.parse_expression(f"TorchParameter({dotted(target.value)}, {target.attr.value!r})[...]")
-    return updated.with_changes(targets=[cst.AssignTarget(view)])
+    view = _runtime_view(ctx, target, "TorchParameter")
+    return updated if view is None else updated.with_changes(targets=[cst.AssignTarget(view)])
 
 
 def _training_flag(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
@@ -282,11 +279,9 @@ def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bo
     (`self.w[...]`, `self.fc.bias[...]`: an NNX variable keeps its type when written through `[...]`)."""
     name = dotted(original)
     rules = ctx.layer_rules(original.value) if isinstance(original, cst.Attribute) else []
-    if not rules and isinstance(original, cst.Attribute):  # a layer of a class known at run time
-        runtime = _runtime_layer_variable(ctx, original, original, "TorchParameter({layer}, {name!r})[...]",
-                                          nested=True)  # BEiT: `layer.attn.proj.weight.data.div_(s)` per block
-        if runtime is not original:
-            return runtime
+    runtime = None if rules else _runtime_view(ctx, original, "TorchParameter", nested=True)
+    if runtime is not None:  # a layer of a class known at run time (BEiT: `layer.attn.proj.weight.data.div_(s)`)
+        return runtime
     if rules:
         spec = rules[0].attrs.get(original.attr.value, {})
         if "var" not in spec or len(rules) > 1:
