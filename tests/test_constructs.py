@@ -353,6 +353,17 @@ def test_a_hook_only_subclasses_define_gets_rngs_from_the_base():
     matches_torch("subclass_hooks.py", "net", (2, 4))
 
 
+def test_a_method_drawing_random_numbers_called_from_another_module_draws_from_its_own_rngs():
+    """EVA-02: `self.rope.get_embed()` in the model's forward, where `get_embed` may jitter coordinates
+    in training: called as torch calls it, computing torch's numbers in eval; in training it draws."""
+    matches_torch("subclass_hooks.py", "outer", (2, 4))
+    _, flax_mod, _ = convert_pair("subclass_hooks.py")
+    model = flax_mod.outer(rngs=nnx.Rngs(0))
+    model.train()
+    first, second = (np.asarray(model.rope.get_embed()) for _ in range(2))
+    assert not np.allclose(first, second) and np.abs(first - np.linspace(0, 1, 4)).max() <= 0.1
+
+
 def test_in_place_rescale_of_sublayers_reached_from_a_loop_variable():
     """BEiT's `layer.attn.proj.weight.data.div_(s)` per block writes the converted kernel (in its layout)."""
     torch_mod, flax_mod, conversion = convert_pair("rescale_blocks.py")
@@ -362,3 +373,19 @@ def test_in_place_rescale_of_sublayers_reached_from_a_loop_variable():
         np.testing.assert_allclose(np.asarray(ours.proj.kernel[...]), theirs.proj.weight.detach().numpy().T, rtol=1e-6)
         np.testing.assert_allclose(np.asarray(ours.proj.bias[...]), theirs.proj.bias.detach().numpy(), rtol=1e-6)
     matches_torch("rescale_blocks.py", "net", (2, 4))
+
+
+def test_loops_filling_every_parameter_in_place_write_the_variables():
+    """`for p in m.parameters(): nn.init.*_(p)` (and `named_parameters()` with `p.data.fill_`) walk
+    torch-layout views of the variables: the converted model starts from torch's distributions, with
+    torch's fan axes for xavier, and computes torch's numbers on ported weights."""
+    matches_torch("parameter_loops.py", "net", (2, 5, 4))
+    _, flax_mod, _ = convert_pair("parameter_loops.py")
+    model = flax_mod.Net(hidden=64, rngs=nnx.Rngs(0))
+    kernels = [np.asarray(v[...]) for v in (model.rnn.forward_cells[0].kernel_ih, model.rnn.forward_cells[0].kernel_hh)]
+    assert all(np.abs(k).max() <= 1 / 8 and np.abs(k).max() > 0.12 for k in kernels)  # U(-1/sqrt(64), +)
+    head = np.asarray(model.head.kernel[...])  # xavier over torch's (200, 3): bound sqrt(6 / 203)
+    assert np.abs(head).max() <= np.sqrt(6 / 203) and np.abs(head).max() > 0.9 * np.sqrt(6 / 203)
+    assert not np.asarray(model.head.bias[...]).any()
+    np.testing.assert_allclose(np.asarray(model.fc.bias[...]), 0.5)
+    assert abs(float(np.asarray(model.fc.kernel[...]).std()) - 0.1) < 0.03

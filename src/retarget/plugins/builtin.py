@@ -92,9 +92,10 @@ def _init_variable(site: Site) -> cst.BaseExpression | Escape:
             return cst.parse_expression(f"{dotted(original.value)}.{specs[0]['var']}")
         if dotted(original.value) == "self" and ctx.module_class is not None:
             return cst.parse_expression(name)  # a parameter of this module (a sublayer's: at run time)
-    if isinstance(original, cst.Name) and ctx.function is not None and name in ctx.function.written:
+    if isinstance(original, cst.Name) and ctx.function is not None and name in (
+            ctx.function.written | ctx.function.parameter_views):
         # a parameter its callers fill in place: they pass a variable, or a layer's weight in torch's
-        # layout (`TorchParameter(m, 'weight')`), so torch's fan axes apply
+        # layout (`TorchParameter(m, 'weight')`, as `torch_parameters(m)` yields), so torch's fan axes apply
         site.extra["fan"] = {"in_axis": cst.Integer("1"), "out_axis": cst.Integer("0")}
         return original
     return Escape("RT107", "nn.init on a tensor whose layer type retarget cannot tell; "

@@ -50,6 +50,8 @@ class FunctionFacts:
     dicts: dict[str, list[tuple[str, cst.BaseExpression]]] = field(default_factory=dict)  # `dd = dict(...)`
     module_names: set[str] = field(default_factory=set)
     written: set[str] = field(default_factory=set)  # parameters it fills in place (`tensor.uniform_(a, b)`)
+    parameter_loops: set[str] = field(default_factory=set)  # `for p in m.parameters()` variables: candidates
+    parameter_views: set[str] = field(default_factory=set)  # ... of them filled in place: torch-layout views
 
     def markers(self, names: set[str]) -> set[str]:
         """`names` of parameters as call sites can pass them: by keyword or position (`#0`)."""
@@ -221,6 +223,12 @@ class _Collector(cst.CSTVisitor):
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._func.pop()
 
+    def visit_For(self, node: cst.For) -> None:
+        if self._func and parameter_walk(node.iter):
+            target = node.target.elements[-1].value if isinstance(node.target, cst.Tuple) else node.target
+            if isinstance(target, cst.Name):
+                self._func[-1].parameter_loops.add(target.value)
+
     def visit_Call(self, node: cst.Call) -> None:
         for arg in node.args:
             self._value(arg.value)
@@ -285,6 +293,8 @@ class Analysis:
                 found = {n for c in func.calls for n in self._writes(c, func, facts)} & set(func.params)
                 changed |= not found <= func.written
                 func.written |= found
+        for func in facts.functions.values():  # `for p in m.parameters(): nn.init.uniform_(p, -s, s)`
+            func.parameter_views = func.parameter_loops & {n for c in func.calls for n in self._writes(c, func, facts)}
 
     def _writes(self, call: cst.Call, func: FunctionFacts, facts: Facts):
         """Names this call fills in place."""
@@ -646,15 +656,31 @@ class Analysis:
         return callees is not None and not callees & factories
 
     def _rngs_functions(self, facts: Facts) -> set[str]:
-        known = {f"{c}.__init__" for c in facts.classes if f"{c}.__init__" in facts.functions}
+        """Functions taking `rngs`: those building layers, then those drawing random numbers. A module's
+        method that only draws takes it where every caller has it to pass (`_init_weights` applied from
+        `__init__`); one called at run time (`get_embed` augmenting coordinates, called from `forward`
+        and from other modules' forward) or by no one draws from the module's own `self.rngs`."""
+        builders = self._rngs_fixpoint(facts, {f"{c}.__init__" for c in facts.classes
+                                                if f"{c}.__init__" in facts.functions}, None)
+        callers, own = _method_callers(facts, self.collector.module_calls), set()
+        while True:
+            known = self._rngs_fixpoint(facts, set(builders), own)
+            more = {k for k in known - builders if _draws_own(facts.functions[k], facts, callers, known)}
+            if not more:
+                return known
+            own |= more
+
+    def _rngs_fixpoint(self, facts: Facts, known: set[str], own: set[str] | None) -> set[str]:
+        """`own` None: the layer builders; else the functions drawing random numbers too, but for the
+        methods in `own` (they draw from `self.rngs`)."""
         changed = True
         while changed:
             changed = False
             for func in facts.functions.values():
-                if func.key in known or func.node.name.value == "forward":
+                if func.key in known or func.node.name.value == "forward" or (own is not None and func.key in own):
                     continue
-                if any(self.needs_rngs(c, func, facts, known) or (func.owner is None and self._draws_random(c))
-                       for c in func.calls):
+                if any(self.needs_rngs(c, func, facts, known) or (
+                        own is not None and func.owner is None and self._draws_random(c)) for c in func.calls):
                     known.add(func.key)
                     changed = True
         return known
@@ -669,6 +695,38 @@ class Analysis:
         if rule is None and isinstance(call.func, cst.Attribute) and call.func.attr.value.endswith("_"):
             rule = self.rules.get("method", call.func.attr.value)
         return bool(rule and any("prng" in t.placeholders for t in rule.templates))
+
+
+def _draws_own(func: FunctionFacts, facts: Facts, callers: dict[str, list[FunctionFacts]], known: set[str]) -> bool:
+    """A module's method (on `self`) with no caller, or one that has no `rngs` to pass: it draws from `self.rngs`."""
+    if func.owner is None or not facts.is_module_class(func.owner) or func.params[:1] != ["self"] or any(
+            dotted(d.decorator) in ("staticmethod", "classmethod") for d in func.node.decorators):
+        return False
+    found = callers.get(func.node.name.value, [])
+    return not found or any(c.node.name.value != "__init__" and c.key not in known for c in found)
+
+
+def _method_callers(facts: Facts, module_calls: list[cst.Call]) -> dict[str, list[FunctionFacts]]:
+    """Method name -> the functions calling a method of that name (`x.get_embed()`, `self.apply(self.f)`);
+    calls at module level count as `<module>`'s."""
+    found: dict[str, list[FunctionFacts]] = {}
+    top = FunctionFacts("<module>", cst.FunctionDef(cst.Name("_module_"), cst.Parameters(), cst.IndentedBlock([])),
+                        None, [], calls=module_calls)
+    for func in [*facts.functions.values(), top]:
+        for call in func.calls:
+            name = applied_function(call) or dotted(call.func) or (
+                f"super.{call.func.attr.value}" if super_call(call) else "")
+            if "." in name:
+                found.setdefault(name.rsplit(".", 1)[1], []).append(func)
+    return found
+
+
+def parameter_walk(node: cst.BaseExpression) -> str | None:
+    """`m.parameters()` / `m.named_parameters()` (any receiver, no arguments): the method's name."""
+    if (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and not node.args
+            and node.func.attr.value in ("parameters", "named_parameters")):
+        return node.func.attr.value
+    return None
 
 
 def _makes_rngs(assigns: list[cst.Assign]) -> bool:

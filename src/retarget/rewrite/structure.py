@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts, applied_function, mentions, param_names, super_call
+from .facts import FunctionFacts, applied_function, mentions, param_names, parameter_walk, super_call
 from .names import dotted
 from .support import SCOPED
 from .template import Template, parenthesize
@@ -144,11 +144,47 @@ def constructor_for(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
     """A module class without `__init__` deriving from `nn.Module` only: it is built like every
     converted layer (`Cls(rngs=rngs)`, or `Cls()` as in torch), so it gets an `__init__` taking an
     optional `rngs`."""
-    if cls is None or cls.layer_base or _has_module_base(ctx, cls.name) or any(
-            isinstance(s, cst.FunctionDef) and s.name.value == "__init__" for s in updated.body.body):
+    if cls is None or any(isinstance(s, cst.FunctionDef) and s.name.value == "__init__" for s in updated.body.body):
         return updated
-    body = f"    {FLAG}\n" if cls.reads_training else "    pass\n"  # the flag `self.training` reads
-    init = cst.parse_statement("def __init__(self, *, rngs: nnx.Rngs | None = None):\n" + body)
+    if cls.layer_base or _has_module_base(ctx, cls.name):
+        init = _forwarding_init(ctx, cls, updated)
+        if init is None:
+            return updated
+    else:
+        body = f"    {FLAG}\n" if cls.reads_training else "    pass\n"  # the flag `self.training` reads
+        init = cst.parse_statement("def __init__(self, *, rngs: nnx.Rngs | None = None):\n" + body)
+    return _with_init(updated, init)
+
+
+def _forwarding_init(ctx: Context, cls, updated: cst.ClassDef) -> cst.FunctionDef | None:
+    """A subclass without `__init__` whose methods read `self.training` or draw from `self.rngs`, where
+    no base of the file sets the flag or keeps `rngs`: an `__init__` passing everything to the base's."""
+    bases = _base_facts(ctx, cls)
+    keep = (cls.keeps_rngs or mentions(updated, _is_self_rngs)) and not any(b.keeps_rngs for b in bases)
+    flag = cls.reads_training and not any(b.reads_training for b in bases)
+    if not (keep or flag):
+        return None
+    cls.keeps_rngs = cls.keeps_rngs or keep
+    lines = ["def __init__(self, *args, rngs: nnx.Rngs, **kwargs):", "    super().__init__(*args, rngs=rngs, **kwargs)",
+             "    self.rngs = rngs"] if keep else ["def __init__(self, *args, **kwargs):",
+                                                  "    super().__init__(*args, **kwargs)"]
+    return cst.parse_statement("\n".join([*lines, *([f"    {FLAG}"] if flag else [])]) + "\n")
+
+
+def _base_facts(ctx: Context, cls) -> list:
+    """The module classes of the file `cls` derives from, nearest first, transitively."""
+    found, todo = [], [cls.name]
+    while todo:
+        node = ctx.analysis.collector.classes.get(todo.pop(0))
+        for base in node.bases if node is not None else ():
+            facts = ctx.facts.classes.get(dotted(base.value) or "")
+            if facts is not None and facts not in found:
+                found.append(facts)
+                todo.append(facts.name)
+    return found
+
+
+def _with_init(updated: cst.ClassDef, init: cst.BaseStatement) -> cst.ClassDef:
     body = list(updated.body.body)
     at = next((i for i, s in enumerate(body) if not _is_docstring(s)), len(body))
     return updated.with_changes(body=updated.body.with_changes(body=[*body[:at], init, *body[at:]]))
@@ -292,7 +328,7 @@ def _stored_in(ctx: Context, site, original: cst.BaseExpression, same_layout: bo
             return Escape("RT107", f"in-place `{site.rule.name}` into `{name}`, whose Flax layout differs; "
                                    "write a converted tensor")
         name = f"{dotted(original.value)}.{spec['var']}"
-    written = ctx.function is not None and name in ctx.function.written  # a variable its caller passed
+    written = ctx.function is not None and name in ctx.function.written | ctx.function.parameter_views
     return cst.parse_expression(f"{name}[...]" if rules or written or _is_param(ctx, name) else name)
 
 
@@ -625,9 +661,15 @@ def keep_rngs(ctx: Context, cls, updated: cst.ClassDef) -> cst.ClassDef:
     """A module whose methods draw random numbers keeps `self.rngs = rngs` (as nnx.Dropout does)."""
     if cls is None or not (cls.keeps_rngs or mentions(updated, _is_self_rngs)):
         return updated
+    if not any(isinstance(s, cst.FunctionDef) and s.name.value == "__init__" for s in updated.body.body) and any(
+            b.keeps_rngs for b in _base_facts(ctx, cls)):
+        return updated  # a base of the file keeps it
+    cls.keeps_rngs = True
     body = list(updated.body.body)
     for i, stmt in enumerate(body):
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value == "__init__":
+            if mentions(stmt, _is_self_rngs):
+                return updated  # `_forwarding_init`'s
             keep = cst.parse_statement("self.rngs = rngs")
             body[i] = _required_rngs(stmt.with_changes(body=stmt.body.with_changes(body=[keep, *stmt.body.body])))
             return updated.with_changes(body=updated.body.with_changes(body=body))
@@ -662,6 +704,18 @@ def loop_over_modules(original: cst.For, updated: cst.For) -> cst.For:
         return updated
     target = cst.Tuple([cst.Element(cst.Name("_")), cst.Element(updated.target)], lpar=[], rpar=[])
     return updated.with_changes(target=target, iter=cst.parse_expression(f"nnx.iter_modules({receiver})"))
+
+
+def parameter_views(ctx: Context, original: cst.For, updated: cst.For) -> cst.For:
+    """`for p in m.parameters(): nn.init.uniform_(p, -s, s)`: the loop fills each parameter, so it walks
+    torch-layout views of the variables (`torch_parameters(m)`), in torch's order and with its names."""
+    method = parameter_walk(original.iter)
+    target = original.target.elements[-1].value if isinstance(original.target, cst.Tuple) else original.target
+    if method is None or ctx.function is None or dotted(target) not in ctx.function.parameter_views:
+        return updated
+    helper = f"torch_{method}"
+    ctx.support.add(helper)
+    return updated.with_changes(iter=cst.Call(cst.Name(helper), [cst.Arg(original.iter.func.value)]))
 
 
 def apply_as_loop(ctx: Context, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):

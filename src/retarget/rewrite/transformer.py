@@ -325,7 +325,8 @@ class Converter(cst.CSTTransformer):
                         ctx.own_definitions)
 
     def leave_For(self, original: cst.For, updated: cst.For):
-        return train_step.define_before_loop(self.ctx, original, structure.loop_over_modules(original, updated))
+        updated = structure.parameter_views(self.ctx, original, structure.loop_over_modules(original, updated))
+        return train_step.define_before_loop(self.ctx, original, updated)
 
     def leave_While(self, original: cst.While, updated: cst.While):
         return train_step.define_before_loop(self.ctx, original, updated)

@@ -151,6 +151,13 @@ class TorchParameter:
     def __init__(self, layer, name):
         self.variable, self.transform = _torch_variable(layer, name)
 
+    @classmethod
+    def of(cls, variable, transform):
+        """The view of a variable found through the layout table (`torch_parameters`)."""
+        view = cls.__new__(cls)
+        view.variable, view.transform = variable, transform
+        return view
+
     def __jax_array__(self):
         return from_flax_layout(self.variable[...], self.transform)
 
@@ -182,6 +189,23 @@ class TorchParameter:
         return -self.__jax_array__()
 
     __rmul__, __radd__ = __mul__, __add__
+
+
+def torch_named_parameters(module):
+    """`module.named_parameters()` for a loop filling them in place (`nn.init.uniform_(p, -s, s)`): torch's
+    names in its order, each parameter once, as a view in torch's layout that writes the variable."""
+    entries, seen = torch_entries(module, TORCH_LAYOUT)[0], set()
+    views = []
+    for key, _, variable, transform in entries:
+        if isinstance(variable, nnx.Param) and id(variable) not in seen:
+            seen.add(id(variable))
+            views.append((key, TorchParameter.of(variable, transform)))
+    return views
+
+
+def torch_parameters(module):
+    """`module.parameters()` for a loop filling them in place: see `torch_named_parameters`."""
+    return [view for _, view in torch_named_parameters(module)]
 
 
 def _flat(tree, prefix=""):
