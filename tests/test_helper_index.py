@@ -57,3 +57,15 @@ def test_a_static_form_leaves_out_default_rngs_and_what_draws_from_the_layer_bei
     assert scoped, "the helpers have @default_rngs forms"
     for name in scoped:
         assert "default_rngs" not in INDEX.deps(name) and "default_rngs" in INDEX.deps(name, True) | {name}, name
+
+
+def test_the_stored_index_is_the_files_own():
+    """`support/_index.json` (read at start-up instead of parsing the helper files) was written from the
+    files as they are; after editing a helper, `python -c "from retarget.helper_index import HelperIndex;
+    HelperIndex().write()"` writes it again (until then the files are read, so output stays right)."""
+    from retarget.helper_index import INDEX_FILE, HelperIndex, _stored_index
+    index = HelperIndex()
+    stored = _stored_index(SUPPORT_FILES, index.digest())
+    assert stored is not None, f"{INDEX_FILE} is stale: write it again"
+    assert stored == index.scan()
+    assert _stored_index(SUPPORT_FILES, "0" * 64) is None  # another digest: the files are read

@@ -1,7 +1,8 @@
 """The index of the support helpers (`retarget/support/*.py`), read with Python's own parser.
 
 Which top-level names the helper files define, in source order; which other definitions each one
-needs; where its text is. Python's `ast` reads all of them in a few milliseconds, so the rule
+needs; where its text is. Python's `ast` reads all of them in a tenth of a second; `_index.json` stores what it
+finds (with the digest of the files, so an edited file is read again), so the rule
 loader validates against this index at start-up and the rewriter parses a definition with LibCST
 only when it copies it into an output. Nothing here imports LibCST or the rewriter: the rules
 depend on this module, the rewriter depends on both.
@@ -14,26 +15,27 @@ from __future__ import annotations
 
 import ast
 import functools
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 SUPPORT_DIR = Path(__file__).resolve().parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
                  "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
                  "distributions.py")
+INDEX_FILE = SUPPORT_DIR / "_index.json"  # names and line ranges, with the digest of the files they come from
 SCOPED = "default_rngs"  # the decorator of constructors whose `rngs` defaults to their builder's
 BUILDING = "building_rngs"  # what methods that draw from the layer being built call
 
 
 @dataclass(frozen=True)
 class Definition:
-    """One top-level helper: its file, its lines (with the comments and blank lines above it) and its
-    statement."""
+    """One top-level helper: its file and its lines (with the comments and blank lines above it)."""
     name: str
     file: str
     start: int
     end: int
-    stmt: ast.stmt = field(repr=False, compare=False)
 
 
 def defined_name(stmt: ast.stmt) -> str | None:
@@ -103,13 +105,38 @@ class HelperIndex:
     last text, as Python would bind it). What a definition needs is worked out when first asked."""
 
     def __init__(self, files: tuple[str, ...] = SUPPORT_FILES):
-        self.definitions: dict[str, Definition] = {}
-        for file in files:
+        self.files = files
+        stored = _stored_index(files, self.digest())
+        self.definitions: dict[str, Definition] = stored if stored is not None else self.scan()
+
+    def digest(self) -> str:
+        """What the index was built from: the helper files' names and bytes."""
+        found = hashlib.sha256()
+        for file in self.files:
+            found.update(file.encode() + b"\0" + "".join(self.lines(file)).encode() + b"\0")
+        return found.hexdigest()
+
+    def scan(self) -> dict[str, Definition]:
+        """Every definition, read with `ast` from the files (what `_index.json` stores)."""
+        found: dict[str, Definition] = {}
+        for file in self.files:
             previous_end = 0
             for stmt in ast.parse("".join(self.lines(file))).body:
                 if name := defined_name(stmt):
-                    self.definitions[name] = Definition(name, file, previous_end + 1, stmt.end_lineno, stmt)
+                    found[name] = Definition(name, file, previous_end + 1, stmt.end_lineno)
                 previous_end = stmt.end_lineno
+        return found
+
+    def write(self, path: Path = INDEX_FILE) -> None:
+        """Store the index (`python -m retarget.helper_index` after editing a helper file)."""
+        rows = [[d.name, d.file, d.start, d.end] for d in self.scan().values()]
+        lines = ",\n".join(json.dumps(row) for row in rows)
+        path.write_text(f'{{"digest": "{self.digest()}",\n "definitions": [\n{lines}\n]}}\n')
+
+    @functools.cache
+    def stmt(self, name: str) -> ast.stmt:
+        """The statement of one definition, parsed on its own."""
+        return ast.parse(self.text(name)).body[0]
 
     def __contains__(self, name: str) -> bool:
         return name in self.definitions
@@ -118,7 +145,7 @@ class HelperIndex:
     def _names(self, name: str) -> tuple[frozenset[str], frozenset[str], bool]:
         """The definitions the static form and the written form need, and whether the forms differ
         (only a definition that mentions `default_rngs` or `building_rngs` can have two)."""
-        stmt, known = self.definitions[name].stmt, set(self.definitions) - {name}
+        stmt, known = self.stmt(name), set(self.definitions) - {name}
         written = frozenset(names_in(stmt, False) & (known | {SCOPED, BUILDING}))
         if not {SCOPED, BUILDING} & written:
             return written, written, False
@@ -142,6 +169,21 @@ class HelperIndex:
         return "".join(self.lines(found.file)[found.start - 1:found.end])
 
 
+def _stored_index(files: tuple[str, ...], digest: str) -> dict[str, Definition] | None:
+    """The stored index, where it was built from these very files (else None: they are read again)."""
+    try:
+        stored = json.loads(INDEX_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    if files != SUPPORT_FILES or stored.get("digest") != digest:
+        return None
+    return {row[0]: Definition(*row) for row in stored["definitions"]}
+
+
 @functools.cache
 def helper_index() -> HelperIndex:
     return HelperIndex()
+
+
+if __name__ == "__main__":
+    HelperIndex().write()
