@@ -84,9 +84,17 @@ class Template:
         if not all(FORMS[form](values.get(name)) for name, form in self.when.items()):
             return None
         try:
-            return self.expr.visit(_Substitute(values, defaults))
+            return _without_bare_partial(self.expr.visit(_Substitute(values, defaults)))
         except _Missing:
             return None
+
+
+def _without_bare_partial(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`partial(cross_entropy)` (every optional keyword left out) is `cross_entropy` itself."""
+    if (isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "partial"
+            and len(node.args) == 1 and not node.args[0].keyword and not node.args[0].star):
+        return node.args[0].value
+    return node
 
 
 def _none_default(default) -> bool:
