@@ -67,14 +67,14 @@ def test_stdin_to_stdout(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(CLEAN))
     assert main(["convert", "-", "-q"]) == 0
     out = capsys.readouterr()
-    assert "nnx.Linear(2, 2, rngs=rngs)" in out.out and out.err == ""
+    assert "nnx.Linear(2, 2, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2), rngs=rngs)" in out.out and out.err == ""
 
 
 def test_diff_shows_changes_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "m.py").write_text(CLEAN)
     assert main(["convert", str(tmp_path / "m.py"), "--diff", "-o", str(tmp_path / "o.py")]) == 0
     out = capsys.readouterr().out
-    assert "-        self.fc = nn.Linear(2, 2)" in out and "+        self.fc = nnx.Linear(2, 2, rngs=rngs)" in out
+    assert "-        self.fc = nn.Linear(2, 2)" in out and "+        self.fc = nnx.Linear(2, 2, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2), rngs=rngs)" in out
     assert not (tmp_path / "o.py").exists()
 
 

@@ -64,6 +64,7 @@ def test_a_crash_in_one_file_costs_only_that_file(tmp_path, monkeypatch, capsys)
     crashed = (out / "pkg" / "train.py").read_text()
     assert _marker(crashed).startswith("# RETARGET-TODO(RT900): internal error while converting this file")
     assert crashed.split("\n", 1)[1] == "import torch\n\nx = torch.zeros(3)\n"
+    monkeypatch.syspath_prepend(str(next(out.rglob("_torch_compat.py")).parent))  # the package's helper module
     flax_model = import_source((out / "pkg" / "model.py").read_text(), "isolation_model").M(rngs=nnx.Rngs(0))
     assert np.asarray(flax_model(np.ones((1, 2), np.float32))).shape == (1, 3)
     assert "return M(rngs=rngs)" in (out / "pkg" / "user.py").read_text()
@@ -85,7 +86,7 @@ def test_a_crash_in_a_worker_process_costs_only_that_file(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert f"{src / 'pkg' / 'deep.py'}:1:1: RT900 internal error while converting this file: RecursionError" in err
     assert (out / "pkg" / "deep.py").read_text().split("\n", 1)[1] == DEEP
-    assert "self.fc = nnx.Linear(2, 3, rngs=rngs)" in (out / "pkg" / "model.py").read_text()
+    assert "self.fc = nnx.Linear(2, 3, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2), rngs=rngs)" in (out / "pkg" / "model.py").read_text()
     assert "return M(rngs=rngs)" in (out / "pkg" / "user.py").read_text()
 
 
@@ -103,7 +104,7 @@ def test_a_crash_while_indexing_the_package_is_reported_and_the_file_still_conve
     model = (out / "pkg" / "model.py").read_text()
     assert _marker(model) == ("# RETARGET-TODO(RT900): internal error while indexing this file for its package: "
                               "KeyError: 'layer_base'; other files do not know the classes it defines: please report it")
-    assert "self.fc = nnx.Linear(2, 3, rngs=rngs)" in model
+    assert "self.fc = nnx.Linear(2, 3, kernel_init=torch_kernel_init, bias_init=torch_bias_init(2), rngs=rngs)" in model
     assert "return M()" in (out / "pkg" / "user.py").read_text()  # nothing said M is a module
 
 

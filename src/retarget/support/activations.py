@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import embedding, hardshrink, softmin, softplus, softshrink, tanhshrink, torch_threshold
-from .layers import default_rngs
+from .layers import default_rngs, torch_bias_init, torch_kernel_init
 
 
 class _Activation(nnx.Module):
@@ -144,11 +144,13 @@ class Threshold(_Activation):
 
 
 class TorchLinear(nnx.Linear):
-    """nnx.Linear with torch's constructor signature, for layer classes passed as values (`mlp_layer=nn.Linear`)."""
+    """nnx.Linear with torch's constructor signature and initialisation, for layer classes passed as values
+    (`mlp_layer=nn.Linear`)."""
 
     @default_rngs
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, rngs: nnx.Rngs):
-        super().__init__(in_features, out_features, use_bias=bias, rngs=rngs)
+        super().__init__(in_features, out_features, use_bias=bias, kernel_init=torch_kernel_init,
+                         bias_init=torch_bias_init(in_features), rngs=rngs)
 
 
 class TorchLayerNorm(nnx.LayerNorm):
@@ -174,7 +176,7 @@ class TorchEmbedding(nnx.Embed):
 
     @default_rngs
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
-        super().__init__(num_embeddings, embedding_dim, rngs=rngs)
+        super().__init__(num_embeddings, embedding_dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
         if self.padding_idx is not None:
             self.embedding[...] = self.embedding[...].at[self.padding_idx].set(0.0)

@@ -87,14 +87,23 @@ def cast_parameters(module, dtype):
     return module
 
 
-def _torch_linear(in_features, out_features, bias, rngs, bias_init=None):
-    """nnx.Linear initialised as torch's nn.Linear: weight and bias uniform in +-1/sqrt(in_features)."""
-    bound = 1.0 / math.sqrt(in_features)
+# torch's default weight of nn.Linear: kaiming_uniform(a=sqrt(5)), i.e. uniform in +-1/sqrt(fan_in)
+torch_kernel_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in):
+    """torch's default bias of nn.Linear (fan_in = in_features): uniform in +-1/sqrt(fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
     def init(key, shape, dtype=jnp.float32):
         return _flat_uniform(key, shape, dtype, -bound, bound)
-    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=init, bias_init=bias_init or init,
-                      rngs=rngs)
+    return init
+
+
+def _torch_linear(in_features, out_features, bias, rngs, bias_init=None):
+    """nnx.Linear initialised as torch's nn.Linear: weight and bias uniform in +-1/sqrt(in_features)."""
+    return nnx.Linear(in_features, out_features, use_bias=bias, kernel_init=torch_kernel_init,
+                      bias_init=bias_init or torch_bias_init(in_features), rngs=rngs)
 
 
 class _ConvNd(nnx.Module):
