@@ -155,3 +155,9 @@ def _jax_leaves(value):
     if isinstance(value, (tuple, list)):
         return [a for v in value for a in _jax_leaves(v)]
     return [] if value is None else [value]
+
+
+def imports_torch(code: str) -> bool:
+    """Whether `code` imports torch (`import torch`, `import torch.nn as nn`, `from torch import ...`)."""
+    import re
+    return re.search(r"^\s*(import|from) torch\b", code, re.M) is not None

@@ -16,7 +16,7 @@ import torch.distributions as td
 from flax import nnx
 
 import retarget
-from harness import import_source
+from harness import imports_torch, import_source
 from retarget.support import distributions as D
 
 RNG = np.random.default_rng(0)
@@ -199,7 +199,7 @@ class ContinuousAgent(nn.Module):
 def _agents(cls: str):
     result = retarget.convert(AGENT, path="agent.py")
     assert result.clean, [str(d) for d in result.diagnostics]
-    assert "key=self.rngs()" in result.code and "import torch" not in result.code
+    assert "key=self.rngs()" in result.code and not imports_torch(result.code)
     tmod, fmod = import_source(AGENT, "torch_agent"), import_source(result.code, "flax_agent")
     torch.manual_seed(0)
     tagent = getattr(tmod, cls)(8, 3)

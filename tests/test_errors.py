@@ -115,3 +115,46 @@ def test_an_imported_name_a_helper_would_shadow_is_reported():
     result = retarget.convert(source)
     assert [(d.code, d.line) for d in result.diagnostics] == [("RT109", 2)]
     assert "import it under another name" in result.diagnostics[0].message
+
+
+def test_definitions_named_like_helpers_keep_both_meanings():
+    """`def pad(x)` and `def flatten(x)` of the file's own beside `F.pad`, `torch.flatten` and a reflect-padded
+    Conv2d (whose helper calls `pad` itself): the copied helpers are defined and call one another as
+    `torch_pad` / `torch_flatten`, the file's functions keep their names, and the numbers are torch's."""
+    import numpy as np
+    import torch
+    from flax import nnx
+    from harness import import_source
+    source = '''import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def pad(x):
+    return x + 1
+
+
+def flatten(x):
+    return x * 2
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        y = F.pad(self.conv(x), (1, 1)) + pad(x).mean()
+        return torch.flatten(y, 1) + flatten(y).sum()
+'''
+    result = retarget.convert(source)
+    assert not result.diagnostics, result.diagnostics
+    assert "def pad(x):" in result.code and "def torch_pad(x, pad," in result.code
+    torch.manual_seed(0)
+    original, model = import_source(source, "clash_torch").Net(), import_source(result.code, "clash_flax").Net(
+        rngs=nnx.Rngs(0))
+    retarget.port_weights(original.state_dict(), model)
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(x)), original(torch.from_numpy(x)).detach().numpy(), rtol=1e-5,
+                               atol=1e-5)
+    assert retarget.convert(result.code).code == result.code  # converting again changes nothing

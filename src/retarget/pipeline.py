@@ -20,7 +20,7 @@ from .rewrite.facts import Analysis, External
 from .rewrite.imports import fix_imports, names_used
 from .rewrite.names import dotted, is_torch_name, torch_names
 from .rewrite.chains import split_inplace_chains
-from .rewrite.shadowing import PREFIX, alias_statements, own_definitions
+from .rewrite.shadowing import PREFIX, alias_statements, own_definitions, rename_helpers
 from .rewrite.support import BEGIN, SUPPORT, drop_helper_import, helper_import, is_helper_import
 from .rewrite.training import plan_training
 from .rewrite.transformer import Converter, Prepass
@@ -122,14 +122,15 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,
                   stores=prepass.stores, lone_targets=prepass.lone_targets,
                   writes_param_groups=prepass.param_groups, training=training,
-                  own_definitions=own_definitions(wrapper.module, BEGIN) if helpers_from else frozenset())
+                  own_definitions=own_definitions(wrapper.module, BEGIN))
     converted, imported = drop_helper_import(wrapper.module.visit(Converter(ctx, prepass)))
     used, _ = names_used(converted)  # a rule's helpers that its chosen variant does not call stay out
     helpers = _helper_names(converted, (ctx.support | imported) & (used | ctx.aliases), ctx, used)
     report_imported_helpers(wrapper.module, helpers, ctx)
-    aliases = alias_statements(ctx.aliases & helpers)
-    if helpers_from is None:
-        rendered, usage = SUPPORT.render(set(helpers)) + aliases, SUPPORT.usage(helpers)
+    aliases = alias_statements(ctx.aliases & helpers - (ctx.own_definitions if helpers_from is None else set()))
+    if helpers_from is None:  # copied in: a helper the file's own definition would replace is defined as its alias
+        rendered = rename_helpers(SUPPORT.render(set(helpers)), set(helpers) & ctx.own_definitions & ctx.aliases)
+        rendered, usage = rendered + aliases, SUPPORT.usage(helpers)
     else:
         rendered, usage = helper_import(helpers_from, helpers) + aliases, (set(), set(helpers))
     converted = drop_file_markers(fix_imports(converted, rendered, usage,

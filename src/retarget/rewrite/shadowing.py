@@ -73,6 +73,62 @@ def own_definitions(module: cst.Module, begin: str) -> frozenset[str]:
     return frozenset(names)
 
 
+class _RenameGlobals(cst.CSTTransformer):
+    """Module-level `names` renamed where they are read or defined at the top, not where a function's
+    own parameter or local of that name hides them, nor methods or attributes of that name."""
+
+    def __init__(self, names: set[str]):
+        self.names, self.hidden, self.depth = names, [], 0
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.hidden.append(local_names(node) & self.names)
+        self.depth += 1
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        self.hidden.pop()
+        self.depth -= 1
+        return self._defined(original, updated)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.depth += 1
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
+        self.depth -= 1
+        return self._defined(original, updated)
+
+    def _defined(self, original, updated):
+        if self.depth == 0 and original.name.value in self.names:
+            return updated.with_changes(name=cst.Name(PREFIX + original.name.value))
+        return updated
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        return False  # `x.flatten` keeps its attribute: only the value is renamed (below)
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        return updated.with_changes(value=original.value.visit(self))
+
+    def visit_Param(self, node: cst.Param) -> bool:
+        return False
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg) -> cst.Arg:  # `f(pad=...)`: the keyword stays
+        return updated.with_changes(keyword=original.keyword) if original.keyword is not None else updated
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+        if original.value in self.names and not any(original.value in h for h in self.hidden):
+            return updated.with_changes(value=PREFIX + original.value)
+        return updated
+
+
+def rename_helpers(statements: list[cst.BaseStatement], names: set[str]) -> list[cst.BaseStatement]:
+    """Copied-in helpers whose names the file's own definitions take (`def pad(x)` beside `F.pad`): the
+    helpers are defined, and call one another, under their aliases (`torch_pad`), as the converted
+    call sites name them."""
+    if not names:
+        return statements
+    renamer = _RenameGlobals(names)
+    return [stmt.visit(renamer) for stmt in statements]
+
+
 def alias_statements(aliases: set[str]) -> list[cst.BaseStatement]:
     lines = [cst.parse_statement(f"{PREFIX}{name} = {name}  # the helper, for code where `{name}` is another name\n")
              for name in sorted(aliases)]
