@@ -389,3 +389,17 @@ def test_loops_filling_every_parameter_in_place_write_the_variables():
     assert not np.asarray(model.head.bias[...]).any()
     np.testing.assert_allclose(np.asarray(model.fc.bias[...]), 0.5)
     assert abs(float(np.asarray(model.fc.kernel[...]).std()) - 0.1) < 0.03
+
+
+def test_an_in_place_chain_across_lines_with_comments_computes_torchs_numbers():
+    """torchvision's `_equalize`: `(t.add_(a)  # comment\n .div_(s, rounding_mode="floor").clamp_(0, 255))`
+    inside parentheses, one statement per method (its output used not to parse); `div_` keeps the
+    rounding mode."""
+    source = (Path(__file__).parent / "cases" / "inplace_chain_in_parentheses.case").read_text()
+    source = source.split("=== before ===\n")[1].split("=== after ===")[0]
+    torch_mod, flax_mod = import_source(source, "chain_torch"), import_source(
+        retarget.convert(source).code, "chain_flax")
+    hist = np.random.default_rng(0).integers(0, 40, (3, 16)).astype(np.int64)
+    step = np.array([[0], [5], [7]], np.int64) + 1
+    expected = torch_mod.equalize(torch.from_numpy(hist), torch.from_numpy(step)).numpy()
+    np.testing.assert_array_equal(np.asarray(flax_mod.equalize(hist, step)), expected)

@@ -13,7 +13,7 @@ import libcst as cst
 from ..rules import TENSOR_METHOD_NAMES
 from .names import dotted
 
-_CHAIN = re.compile(r"_\([^\n]*\)\s*\.\s*\w+_\(")  # cheap test: most files have no chain at all
+_CHAIN = re.compile(r"_\([^\n]*\)(\s*#[^\n]*)*\s*\.\s*\w+_\(")  # cheap test: most files have no chain at all
 
 
 def _inplace(node: cst.BaseExpression) -> bool:
@@ -30,17 +30,40 @@ def _links(call: cst.Call) -> list[cst.Call] | None:
     if not links or not _inplace(call) or dotted(call.func.value) is None:
         return None
     receiver = call.func.value
-    return [call] + [link.with_changes(func=link.func.with_changes(value=receiver)) for link in reversed(links)]
+    return [_plain(call)] + [_plain(link.with_changes(func=link.func.with_changes(value=receiver)))
+                             for link in reversed(links)]
+
+
+def _plain(link: cst.Call) -> cst.Call:
+    """One link as a statement of its own: no parentheses of the whole chain, no line breaks around the
+    dot (they were inside those parentheses)."""
+    return link.with_changes(lpar=[], rpar=[], func=link.func.with_changes(dot=cst.Dot()))
+
+
+def _comments(link: cst.Call) -> list[cst.EmptyLine]:
+    """Comments written around a link's dot (`(x.add_(1)  # why\n .div_(2))`), kept above its statement."""
+    found = []
+    for space in (link.func.dot.whitespace_before, link.func.dot.whitespace_after):
+        if isinstance(space, cst.ParenthesizedWhitespace):
+            found += [line for line in space.empty_lines if line.comment]
+            if space.first_line.comment:
+                found.append(cst.EmptyLine(comment=space.first_line.comment))
+    return [line.with_changes(indent=True, whitespace=cst.SimpleWhitespace("")) for line in found]
 
 
 class _Split(cst.CSTTransformer):
     def leave_SimpleStatementLine(self, original, updated):
         if len(updated.body) != 1 or not isinstance(updated.body[0], cst.Expr):
             return updated
-        links = _links(updated.body[0].value)
+        links, chain = _links(updated.body[0].value), []
         if links is None:
             return updated
-        lines = [cst.SimpleStatementLine([cst.Expr(link)]) for link in links]
+        node = updated.body[0].value
+        while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            chain.insert(0, node)  # the original links, innermost first: their comments
+            node = node.func.value
+        lines = [cst.SimpleStatementLine([cst.Expr(link)], leading_lines=_comments(original_link) if i else [])
+                 for i, (link, original_link) in enumerate(zip(links, chain))]
         lines[0] = lines[0].with_changes(leading_lines=updated.leading_lines)
         lines[-1] = lines[-1].with_changes(trailing_whitespace=updated.trailing_whitespace)
         return cst.FlattenSentinel(lines)

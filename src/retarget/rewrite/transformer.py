@@ -195,8 +195,12 @@ class Converter(cst.CSTTransformer):
         bound = bind(rule.sig, self._spread_dicts(updated.args))
         if isinstance(bound, Escape):
             # a method call that does not fit the Tensor signature is some other type's method
-            # (`arr.mean(axis=1)` on a JAX array, `obj.sigmoid(x)`): leave it alone
-            return None if rule.kind == "method" else self._as_value(rule, updated) or bound
+            # (`arr.mean(axis=1)` on a JAX array, `obj.sigmoid(x)`): leave it alone; not on a known tensor
+            # or in place (`x.div_(y, bogus=1)`: JAX arrays have no in-place methods): reported
+            if rule.kind == "method":
+                tensor = self._tensor_receiver(original.func.value) or rule.name.endswith("_")
+                return bound if tensor and not self._is_module(original.func.value) else None
+            return self._as_value(rule, updated) or bound
         site = Site(rule, original, updated, bound, receiver, statement, {"ctx": ctx})
         if statement and rule.kind == "method" and rule.name.endswith("_"):
             return structure.inplace_target(ctx, site)
