@@ -86,8 +86,8 @@ TORCHVISION = [
     _tv("resnet18", quick=True), _tv("resnet50"), _tv("resnext50_32x4d"), _tv("wide_resnet50_2"),
     _tv("vgg11"), _tv("vgg11_bn"), _tv("densenet121"), _tv("mobilenet_v2"),
     _tv("mobilenet_v3_small"), _tv("mobilenet_v3_large"), _tv("efficientnet_b0"),
-    _tv("efficientnet_v2_s"), _tv("regnet_x_400mf"), _tv("regnet_y_400mf"), _tv("shufflenet_v2_x0_5", quick=True),
-    _tv("squeezenet1_0"), _tv("squeezenet1_1"), _tv("mnasnet0_5"), _tv("googlenet", aux_logits=False,
+    _tv("efficientnet_v2_s"), _tv("regnet_x_400mf", quick=True), _tv("regnet_y_400mf"), _tv("shufflenet_v2_x0_5", quick=True),
+    _tv("squeezenet1_0"), _tv("squeezenet1_1", quick=True), _tv("mnasnet0_5"), _tv("googlenet", aux_logits=False,
                                                                           init_weights=True),
     # 139 px: Mixed_7 sees 3 x 3 (at 80 px, 1 x 1: train-mode BatchNorm over 2 values amplifies float noise)
     _tv("inception_v3", (2, 3, 139, 139), aux_logits=False, init_weights=True), _tv("convnext_tiny"),

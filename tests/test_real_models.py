@@ -30,7 +30,7 @@ def cache() -> Path:
 
 def test_torchvision_models_match_torch(cache, tmp_path):
     specs = real_models.select_specs("torchvision", None, quick=True)
-    assert len(specs) >= 4
+    assert len(specs) >= 6
     conversion, records = real_models.run_suite("torchvision", specs, cache, tmp_path, reuse=False, timeout=600)
     assert conversion["exit"] in (0, 1), (tmp_path / "out" / "torchvision.convert.log").read_text()[-2000:]
     failures = [f"{r['name']}: {r['verdict']} {r.get('error', '')} "
