@@ -21,8 +21,9 @@ def _inplace(node: cst.BaseExpression) -> bool:
             and node.func.attr.value.endswith("_") and node.func.attr.value in TENSOR_METHOD_NAMES)
 
 
-def _links(call: cst.Call) -> list[cst.Call] | None:
-    """`x.a_(1).b_(2)` -> [`x.a_(1)`, `x.b_(2)`]; None unless every link is in place on a plain name."""
+def _links(call: cst.Call) -> list[tuple[cst.Call, cst.Call]] | None:
+    """`x.a_(1).b_(2)` -> [`x.a_(1)`, `x.b_(2)`], each with the chain's own link (its comments); None
+    unless every link is in place on a plain name."""
     links = []
     while _inplace(call) and _inplace(call.func.value):
         links.append(call)
@@ -30,8 +31,8 @@ def _links(call: cst.Call) -> list[cst.Call] | None:
     if not links or not _inplace(call) or dotted(call.func.value) is None:
         return None
     receiver = call.func.value
-    return [_plain(call)] + [_plain(link.with_changes(func=link.func.with_changes(value=receiver)))
-                             for link in reversed(links)]
+    return [(_plain(call), call)] + [(_plain(link.with_changes(func=link.func.with_changes(value=receiver))), link)
+                                     for link in reversed(links)]
 
 
 def _plain(link: cst.Call) -> cst.Call:
@@ -55,15 +56,11 @@ class _Split(cst.CSTTransformer):
     def leave_SimpleStatementLine(self, original, updated):
         if len(updated.body) != 1 or not isinstance(updated.body[0], cst.Expr):
             return updated
-        links, chain = _links(updated.body[0].value), []
+        links = _links(updated.body[0].value)
         if links is None:
             return updated
-        node = updated.body[0].value
-        while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-            chain.insert(0, node)  # the original links, innermost first: their comments
-            node = node.func.value
-        lines = [cst.SimpleStatementLine([cst.Expr(link)], leading_lines=_comments(original_link) if i else [])
-                 for i, (link, original_link) in enumerate(zip(links, chain))]
+        lines = [cst.SimpleStatementLine([cst.Expr(link)], leading_lines=_comments(written) if i else [])
+                 for i, (link, written) in enumerate(links)]
         lines[0] = lines[0].with_changes(leading_lines=updated.leading_lines)
         lines[-1] = lines[-1].with_changes(trailing_whitespace=updated.trailing_whitespace)
         return cst.FlattenSentinel(lines)

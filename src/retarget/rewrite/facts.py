@@ -224,10 +224,9 @@ class _Collector(cst.CSTVisitor):
         self._func.pop()
 
     def visit_For(self, node: cst.For) -> None:
-        if self._func and parameter_walk(node.iter):
-            target = node.target.elements[-1].value if isinstance(node.target, cst.Tuple) else node.target
-            if isinstance(target, cst.Name):
-                self._func[-1].parameter_loops.add(target.value)
+        variable = loop_variable(node) if self._func else None
+        if variable:
+            self._func[-1].parameter_loops.add(variable)
 
     def visit_Call(self, node: cst.Call) -> None:
         for arg in node.args:
@@ -697,28 +696,34 @@ class Analysis:
         return bool(rule and any("prng" in t.placeholders for t in rule.templates))
 
 
-def _draws_own(func: FunctionFacts, facts: Facts, callers: dict[str, list[FunctionFacts]], known: set[str]) -> bool:
+def _draws_own(func: FunctionFacts, facts: Facts, callers: dict[str, set[str]], known: set[str]) -> bool:
     """A module's method (on `self`) with no caller, or one that has no `rngs` to pass: it draws from `self.rngs`."""
     if func.owner is None or not facts.is_module_class(func.owner) or func.params[:1] != ["self"] or any(
             dotted(d.decorator) in ("staticmethod", "classmethod") for d in func.node.decorators):
         return False
-    found = callers.get(func.node.name.value, [])
-    return not found or any(c.node.name.value != "__init__" and c.key not in known for c in found)
+    found = callers.get(func.node.name.value, set())
+    return not found or any(not key.endswith("__init__") and key not in known for key in found)
 
 
-def _method_callers(facts: Facts, module_calls: list[cst.Call]) -> dict[str, list[FunctionFacts]]:
-    """Method name -> the functions calling a method of that name (`x.get_embed()`, `self.apply(self.f)`);
-    calls at module level count as `<module>`'s."""
-    found: dict[str, list[FunctionFacts]] = {}
-    top = FunctionFacts("<module>", cst.FunctionDef(cst.Name("_module_"), cst.Parameters(), cst.IndentedBlock([])),
-                        None, [], calls=module_calls)
-    for func in [*facts.functions.values(), top]:
-        for call in func.calls:
+def _method_callers(facts: Facts, module_calls: list[cst.Call]) -> dict[str, set[str]]:
+    """Method name -> the keys of the functions calling a method of that name (`x.get_embed()`,
+    `self.apply(self.f)`); calls at module level count as `<module>`'s."""
+    found: dict[str, set[str]] = {}
+    for key, calls in [*((f.key, f.calls) for f in facts.functions.values()), ("<module>", module_calls)]:
+        for call in calls:
             name = applied_function(call) or dotted(call.func) or (
                 f"super.{call.func.attr.value}" if super_call(call) else "")
             if "." in name:
-                found.setdefault(name.rsplit(".", 1)[1], []).append(func)
+                found.setdefault(name.rsplit(".", 1)[1], set()).add(key)
     return found
+
+
+def loop_variable(node: cst.For) -> str | None:
+    """The variable `for p in m.parameters()` / `for name, p in m.named_parameters()` binds to each parameter."""
+    if not parameter_walk(node.iter):
+        return None
+    target = node.target.elements[-1].value if isinstance(node.target, cst.Tuple) else node.target
+    return target.value if isinstance(target, cst.Name) else None
 
 
 def parameter_walk(node: cst.BaseExpression) -> str | None:

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..diagnostics import MARKER, Diagnostic, Escape
 from .context import Context
-from .facts import FunctionFacts, applied_function, mentions, param_names, parameter_walk, super_call
+from .facts import FunctionFacts, applied_function, loop_variable, mentions, param_names, parameter_walk, super_call
 from .names import dotted
 from .support import SCOPED
 from .template import Template, parenthesize
@@ -709,11 +709,9 @@ def loop_over_modules(original: cst.For, updated: cst.For) -> cst.For:
 def parameter_views(ctx: Context, original: cst.For, updated: cst.For) -> cst.For:
     """`for p in m.parameters(): nn.init.uniform_(p, -s, s)`: the loop fills each parameter, so it walks
     torch-layout views of the variables (`torch_parameters(m)`), in torch's order and with its names."""
-    method = parameter_walk(original.iter)
-    target = original.target.elements[-1].value if isinstance(original.target, cst.Tuple) else original.target
-    if method is None or ctx.function is None or dotted(target) not in ctx.function.parameter_views:
+    if ctx.function is None or loop_variable(original) not in ctx.function.parameter_views:
         return updated
-    helper = f"torch_{method}"
+    helper = f"torch_{parameter_walk(original.iter)}"
     ctx.support.add(helper)
     return updated.with_changes(iter=cst.Call(cst.Name(helper), [cst.Arg(original.iter.func.value)]))
 
