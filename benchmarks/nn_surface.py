@@ -75,6 +75,35 @@ def surface(rules: RuleSet | None = None, tests: Path = TESTS) -> dict[str, dict
             "torch.nn.functional": {n: status(f"torch.nn.functional.{n}", rules, tested) for n in function_names()}}
 
 
+NATIVE = ("nnx.", "jax.", "jnp.", "optax.")
+
+
+def _head(text: str) -> str | None:
+    """The callable a target template names: `nnx.Linear` of `nnx.Linear(...)`, `f` of `partial(f, ...)`."""
+    try:
+        node = ast.parse(text.replace("{", "").replace("}", "").replace("!", ""), mode="eval").body
+    except SyntaxError:
+        return None
+    while isinstance(node, ast.Call):
+        is_partial = isinstance(node.func, ast.Name) and node.func.id == "partial" and node.args
+        node = node.args[0] if is_partial else node.func
+    return ast.unparse(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
+
+
+def target(qual: str, rules: RuleSet) -> str:
+    """What a layer becomes: native Flax/JAX names, then retarget's helpers (with torch's layout or
+    semantics), from the rule's templates; "" without a rule."""
+    rule = rules.get("module", qual)
+    if rule is None:
+        return ""
+    heads = [h for h in dict.fromkeys(_head(t.text) for t in reversed(rule.templates)) if h]
+    heads = heads or ([rule.flax] if rule.flax else [])
+    native = [f"`{h}`" for h in heads if h.startswith(NATIVE)]
+    helpers = [f"`{h}`" for h in heads if not h.startswith(NATIVE)]
+    return "; ".join(filter(None, [", ".join(native) and f"native {', '.join(native)}",
+                                   ", ".join(helpers) and f"helper {', '.join(helpers)}"]))
+
+
 def totals(statuses: dict[str, str]) -> str:
     return ", ".join(f"{sum(s == status for s in statuses.values())} {status}" for status in STATUSES)
 
@@ -93,15 +122,54 @@ docs/nn_surface.md`; `tests/test_coverage.py` checks that this page claims no mo
 """
 
 
-def markdown(table: dict[str, dict[str, str]]) -> str:
+NATIVE_NOTES = """## Native Flax or a helper
+
+A layer becomes native Flax/JAX code (`nnx.Linear`, `nnx.LayerNorm`, `nnx.Embed`, `nnx.Dropout`,
+`jax.nn.*` activations) where that code computes what torch computes *and starts from torch's
+initial values*; otherwise a small helper from the output's support module (`_torch_compat.py`, or
+the inline block of a single file), whose parameters have torch's names and layout. Checked by
+`tests/test_ops.py` and `tests/test_nn_surface.py` (outputs and gradients against torch) and
+`tests/test_default_init.py` (initial distributions against torch's, over large layers).
+
+- `nn.Linear` -> `nnx.Linear` with `kernel_init=torch_kernel_init, bias_init=torch_bias_init(in)`:
+  Flax's defaults are lecun-normal weights and zero bias; torch's are uniform in +-1/sqrt(in) for both.
+- `nn.LayerNorm(int)` -> `nnx.LayerNorm(..., use_fast_variance=False)`: Flax's default variance,
+  E[x^2] - E[x]^2, loses digits when the mean is large against the spread (inputs offset by 30: 3.5e-4
+  from torch; two-pass: 4e-6). A list/tuple shape normalizes several trailing dims: `TorchLayerNorm`.
+- `nn.Embedding` -> `nnx.Embed(..., embedding_init=nnx.initializers.normal(1.0))` (Flax: variance
+  scaling); with `padding_idx`, `TorchEmbedding` (the padding row starts at zero and gets no gradient).
+- `nn.Dropout*` -> `nnx.Dropout` (`broadcast_dims` for the channel-wise 1d/2d/3d forms): the same
+  distribution; the masks come from JAX's generator, not torch's.
+- Convolutions (`Conv*`, `ConvTranspose*`), pools, `BatchNorm*`, `GroupNorm`, `InstanceNorm*`: helpers.
+  Flax's layers are channels-last with (*kernel, in, out) kernels; torch's code is channels-first, and
+  its reshapes, `cat(dim=1)`, `mean((2, 3))` and checkpoints assume it, so a native layer would need
+  every tensor op of the model rewritten for the other layout (a `--layout nhwc` pass; not built yet).
+  `nnx.BatchNorm` also differs in training: its `momentum` weighs the old running value (torch's the
+  new one) and it stores the biased batch variance (torch the unbiased one), so the running statistics
+  drift from torch's from the first step. The helpers normalize as torch's CPU kernel does
+  (`x * alpha + beta`, `alpha = weight / sqrt(var + eps)`).
+- `nn.MultiheadAttention`, `nn.Transformer*`, recurrent layers: helpers with torch's packed parameter
+  layouts (`in_proj_weight`, `weight_ih_l0`), so checkpoints port unchanged.
+""".rstrip("\n")
+
+
+def markdown(table: dict[str, dict[str, str]], rules: RuleSet | None = None) -> str:
+    rules = rules or default_rules()
     lines = [HEADER.format(version=torch.__version__.split("+")[0])]
     for module, statuses in table.items():
-        short = "nn" if module == "torch.nn" else "F"
-        lines += [f"## {module}", "", f"{len(statuses)} names: {totals(statuses)}.", "", "| name | status |",
-                  "|------|--------|"]
-        lines += [f"| `{short}.{name}` | {status} |" for name, status in statuses.items()]
+        short, layers = ("nn", True) if module == "torch.nn" else ("F", False)
+        lines += [f"## {module}", "", f"{len(statuses)} names: {totals(statuses)}.", ""]
+        if layers:
+            targets = {n: target(f"torch.nn.{n}", rules) for n in statuses}
+            count = sum(t.startswith("native") for t in targets.values())
+            lines += [f"{count} layers become native Flax/JAX code (see *Native Flax or a helper* below).", "",
+                      "| name | status | becomes |", "|------|--------|---------|"]
+            lines += [f"| `nn.{name}` | {status} | {targets[name]} |" for name, status in statuses.items()]
+        else:
+            lines += ["| name | status |", "|------|--------|"]
+            lines += [f"| `{short}.{name}` | {status} |" for name, status in statuses.items()]
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + [NATIVE_NOTES, ""])
 
 
 def main(argv: list[str] | None = None) -> int:

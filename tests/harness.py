@@ -54,6 +54,8 @@ def make_inputs(case: Case, seed: int = 0) -> list[np.ndarray]:
     for shape, kind in case.inputs:
         if kind == "float":
             out.append(rng.standard_normal(shape).astype(np.float32))
+        elif kind.startswith("float+"):  # far from zero: a variance as E[x^2] - E[x]^2 loses its digits
+            out.append((rng.standard_normal(shape) + float(kind[6:])).astype(np.float32))
         elif kind.startswith("int:"):
             out.append(rng.integers(0, int(kind[4:]), shape).astype(np.int64))
         elif kind == "bool":

@@ -226,13 +226,14 @@ def test_autocast_blocks_run_in_full_precision():
 
 
 # Layers with weights: built on both sides, torch's (randomized) state dict ported, outputs and parameter
-# gradients compared. Inputs: (shape, "float" | "int:N").
+# gradients compared. Inputs: (shape, "float" | "float+OFFSET" | "int:N").
 LAYERS = [
     ("nn.LayerNorm([6])", [((3, 6), "float")]),
     ("nn.LayerNorm((5, 6))", [((2, 5, 6), "float")]),
     ("nn.LayerNorm([4, 5, 6], eps=1e-3)", [((2, 4, 5, 6), "float")]),
     ("nn.LayerNorm((5, 6), elementwise_affine=False)", [((2, 5, 6), "float")]),
     ("nn.LayerNorm([5, 6], bias=False)", [((3, 5, 6), "float")]),
+    ("nn.LayerNorm(64)", [((4, 64), "float+10")]),  # two-pass variance as torch (fast: 4e-5 off)
 ]
 
 
@@ -401,6 +402,73 @@ def test_model_cast_to_half_precision(converted_casts, factory, args, dtype):
     got = flax_model(jnp.asarray(x, dtype=getattr(jnp, dtype)))
     assert str(got.dtype) == dtype
     np.testing.assert_allclose(np.asarray(got, dtype=np.float32), expected, rtol=2e-2, atol=2e-2)
+
+
+TENSOR_TO = """\
+import torch
+import torch.nn as nn
+
+
+class Norm(nn.Module):
+    def forward(self, x, other, device):
+        input_dtype = x.dtype
+        y = x.to(torch.float32) * 2
+        return y.to(input_dtype), y.to(other), y.to(x.device), y.to("cpu"), y.to(device), y.to(dtype=input_dtype)
+"""
+
+
+def test_tensor_to_a_dtype_name_a_tensor_or_a_device():
+    """`.to(input_dtype)` (RMSNorm in every Llama) casts back, `.to(other)` casts to other's dtype, a
+    device does nothing; an argument the converter cannot classify is told apart at run time."""
+    result = retarget.convert(TENSOR_TO, path="to.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    assert ".astype(input_dtype)" in result.code and "tensor_to(y, other)" in result.code
+    torch_model = import_source(TENSOR_TO, "torch_tensor_to").Norm()
+    flax_model = import_source(result.code, "flax_tensor_to").Norm(rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float16)
+    expected = torch_model(torch.from_numpy(x), torch.zeros(1, dtype=torch.bfloat16), torch.device("cpu"))
+    got = flax_model(jnp.asarray(x), jnp.zeros(1, jnp.bfloat16), jax.devices()[0])
+    assert [str(g.dtype) for g in got] == [str(e.dtype).removeprefix("torch.") for e in expected]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g, np.float32), e.float().numpy(), rtol=1e-3)
+
+
+BUFFERS = """\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Rotary(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inv_freq = nn.Buffer(torch.arange(4.0), persistent=False)
+        self.scale = nn.Buffer(torch.ones(4))
+
+    def forward(self, x):
+        y = x * self.inv_freq * self.scale
+        return (F.softmax(y, dim=-1, dtype=torch.float32), torch.log_softmax(y, -1, dtype=torch.float32),
+                y.softmax(-1, dtype=torch.float32), y.log_softmax(-1))
+"""
+
+
+def test_non_persistent_buffer_and_softmax_dtype():
+    """`nn.Buffer(t, persistent=False)` is not in the state dict (ports without it); `softmax(..., dtype=)`
+    computes in that dtype, as torch does (attention in float32 over half-precision scores)."""
+    result = retarget.convert(BUFFERS, path="buffers.py")
+    assert result.clean, [str(d) for d in result.diagnostics]
+    torch_model = import_source(BUFFERS, "torch_buffers").Rotary()
+    flax_model = import_source(result.code, "flax_buffers").Rotary(rngs=nnx.Rngs(0))
+    assert set(torch_model.state_dict()) == {"scale"}
+    with torch.no_grad():
+        torch_model.scale.mul_(2.0)
+    retarget.port_weights(torch_model.state_dict(), flax_model)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float16)
+    expected = torch_model(torch.from_numpy(x))
+    got = flax_model(jnp.asarray(x))
+    assert [str(g.dtype) for g in got] == [str(e.dtype).removeprefix("torch.") for e in expected]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g, np.float32), e.float().numpy(), rtol=2e-3, atol=2e-3)
 
 
 GENERATORS = """\

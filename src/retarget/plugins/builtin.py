@@ -52,6 +52,18 @@ def _literal_bool(node) -> bool | None:
     return None
 
 
+@register("buffer", consumes=("persistent",))
+def buffer(site: Site, rngs: cst.BaseExpression):
+    """`nn.Buffer(t)` -> `Buffer(t)`; `nn.Buffer(t, persistent=False)` (not in torch's state dict, as
+    Llama's `inv_freq`) -> the plain array, which port_weights neither expects nor fills."""
+    flag = site.arg("persistent")
+    persistent = True if flag is None else _literal_bool(flag)
+    if persistent is None:
+        return Escape("RT105", "nn.Buffer needs a literal persistent flag")
+    data = site.arg("data") or cst.Name("None")
+    return cst.Call(cst.Name("Buffer"), [cst.Arg(data)]) if persistent else data
+
+
 @register("register_buffer")
 def register_buffer(site: Site, rngs: cst.BaseExpression):
     """`self.register_buffer("mask", t, persistent=...)` -> `self.mask = Buffer(t)` (or a plain array)."""
@@ -158,7 +170,17 @@ def _is_dtype(node) -> bool:
     if isinstance(node, cst.Attribute) and node.attr.value == "dtype":
         return True
     text = dotted(node) or ""
-    return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool") or text.split(".")[-1] == "dtype"
+    return text.startswith(_DTYPE_PREFIXES) or text in ("float", "int", "bool") or text.split(".")[-1].endswith("dtype")
+
+
+def _is_device(node) -> bool:
+    """A device: a string (`"cuda:0"`), `torch.device(...)`, or a name or attribute that says it holds
+    one (`device`, `self.device`, `x.device`, `args.device`)."""
+    if isinstance(node, (cst.SimpleString, cst.FormattedString, cst.ConcatenatedString)) or (
+            isinstance(node, cst.Name) and node.value == "None"):  # `x.device` converts to None
+        return True
+    text = dotted(node.func if isinstance(node, cst.Call) else node) or ""
+    return "device" in text.split(".")[-1].lower()
 
 
 def _dtype_of(site: Site) -> cst.BaseExpression | None:
@@ -169,11 +191,16 @@ def _dtype_of(site: Site) -> cst.BaseExpression | None:
 
 @register("tensor_to")
 def tensor_to(site: Site, rngs: cst.BaseExpression):
-    """`.to(device)` is dropped (JAX places arrays itself); `.to(dtype)` becomes `.astype(dtype)`."""
-    dtype = _dtype_of(site)
-    if dtype is None:
+    """`.to(device)` is dropped (JAX places arrays itself); `.to(dtype)` becomes `.astype(dtype)`; an
+    argument that is neither visibly (`.to(input_dtype)` of a name, `.to(other)`) is told apart at run
+    time by `tensor_to`: a dtype or a tensor casts, a device does nothing."""
+    dtype, first = _dtype_of(site), site.arg("device")
+    if dtype is not None:
+        return cst.Call(cst.Attribute(site.receiver, cst.Name("astype")), [cst.Arg(dtype)])
+    if first is None or _is_device(first):
         return site.receiver
-    return cst.Call(cst.Attribute(site.receiver, cst.Name("astype")), [cst.Arg(dtype)])
+    site.extra["ctx"].support.add("tensor_to")
+    return cst.Call(cst.Name("tensor_to"), [cst.Arg(site.receiver), cst.Arg(first)])
 
 
 @register("module_to")

@@ -336,7 +336,6 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """torch.nn.functional.batch_norm. In eval mode, the running statistics; in training (or without
     them), the batch's, and running statistics given as NNX variables (a BatchNorm's `mean`/`var`) are
     updated in place as torch updates its buffers (`momentum`, unbiased variance)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
     if training or running_mean is None:
         axes = (0,) + tuple(range(2, x.ndim))
         mean, var = x.mean(axis=axes), jnp.var(x, axis=axes)
@@ -346,10 +345,18 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             _update_statistic(running_var, var * count / max(count - 1, 1), momentum)
     else:
         mean, var = running_mean[...], running_var[...]
-    y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + eps)
+    return _normalize(x, mean, var, None if weight is None else weight[...], None if bias is None else bias[...], eps)
+
+
+def _normalize(x, mean, var, weight, bias, eps):
+    """`x * alpha + beta` over axis 1, alpha and beta per channel as torch's CPU kernel computes them
+    (`invstd * weight`, `bias - mean * alpha`): the same roundings as torch, not only the same function."""
+    alpha = 1.0 / jnp.sqrt(var + eps)
     if weight is not None:
-        y = y * weight[...].reshape(shape)
-    return y if bias is None else y + bias[...].reshape(shape)
+        alpha = alpha * weight
+    beta = -mean * alpha if bias is None else bias - mean * alpha
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * alpha.reshape(shape) + beta.reshape(shape)
 
 
 def calculate_fan_in_and_fan_out(tensor):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .functional import (_ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
+from .functional import (_normalize, _ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
                          conv_transpose_nd, embedding_bag, flatten, group_norm, instance_norm, interpolate,
                          max_pool_nd, pad, pixel_shuffle, pixel_unshuffle, prelu, rrelu, unflatten)
 
@@ -233,11 +233,8 @@ class _BatchNorm(nnx.Module):
             mean, var = self.mean[...], self.var[...]
         else:
             mean, var = self._batch_statistics(x, axes)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + self.eps)
-        if self.scale is not None:
-            y = y * self.scale[...].reshape(shape) + self.bias[...].reshape(shape)
-        return y
+        weight, bias = (None, None) if self.scale is None else (self.scale[...], self.bias[...])
+        return _normalize(x, mean, var, weight, bias, self.eps)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -699,6 +696,19 @@ def train_mode(module, mode=True):
     else:
         module.eval()
     return module
+
+
+def tensor_to(x, target):
+    """Tensor.to(target) where only the running program knows what `target` is: a dtype casts, a tensor
+    casts to its dtype, a device (or a device string) leaves `x` as it is."""
+    if target is None or isinstance(target, str):
+        return x
+    if hasattr(target, "shape") and hasattr(target, "dtype"):
+        return x.astype(target.dtype)
+    try:
+        return x.astype(jnp.dtype(target))
+    except TypeError:  # a device
+        return x
 
 
 def cast_module(module, dtype):

@@ -69,8 +69,8 @@ class TransformerEncoderLayer(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.linear2 = _torch_linear(dim_feedforward, d_model, bias, rngs)
         self.norm_first = norm_first
-        self.norm1 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs)
         self.dropout1 = nnx.Dropout(dropout, rngs=rngs)
         self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
         self.activation = _get_activation_fn(activation)
@@ -107,9 +107,9 @@ class TransformerDecoderLayer(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.linear2 = _torch_linear(dim_feedforward, d_model, bias, rngs)
         self.norm_first = norm_first
-        self.norm1 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs)
-        self.norm3 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs)
+        self.norm3 = nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs)
         self.dropout1 = nnx.Dropout(dropout, rngs=rngs)
         self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
         self.dropout3 = nnx.Dropout(dropout, rngs=rngs)
@@ -200,12 +200,12 @@ class Transformer(nnx.Module):
         if custom_encoder is None:
             custom_encoder = TransformerEncoder(
                 TransformerEncoderLayer(*layer_args, rngs=rngs), num_encoder_layers,
-                nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs), rngs=rngs)
+                nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs), rngs=rngs)
         self.encoder = custom_encoder
         if custom_decoder is None:
             custom_decoder = TransformerDecoder(
                 TransformerDecoderLayer(*layer_args, rngs=rngs), num_decoder_layers,
-                nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, rngs=rngs), rngs=rngs)
+                nnx.LayerNorm(d_model, epsilon=layer_norm_eps, use_bias=bias, use_fast_variance=False, rngs=rngs), rngs=rngs)
         self.decoder = custom_decoder
         self._reset_parameters(rngs)
         self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
