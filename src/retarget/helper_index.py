@@ -23,7 +23,7 @@ from pathlib import Path
 SUPPORT_DIR = Path(__file__).resolve().parent / "support"
 SUPPORT_FILES = ("functional.py", "layers.py", "attention.py", "transformer.py", "recurrent.py", "activations.py",
                  "optim.py", "data.py", "torch_checkpoint.py", "checkpoint.py", "einops_layers.py",
-                 "distributions.py")
+                 "distributions.py", "transformers_runtime.py")
 INDEX_FILE = SUPPORT_DIR / "_index.json"  # names and line ranges, with the digest of the files they come from
 SCOPED = "default_rngs"  # the decorator of constructors whose `rngs` defaults to their builder's
 BUILDING = "building_rngs"  # what methods that draw from the layer being built call

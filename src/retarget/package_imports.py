@@ -28,8 +28,10 @@ class SourceFile:
 
 
 def source_files(root: Path, paths: Iterable[Path]) -> list[SourceFile]:
-    """Module names relative to `root`; a root with `__init__.py` is itself the top package."""
-    prefix = [root.name] if (root / "__init__.py").exists() else []
+    """Module names relative to `root`; a root with `__init__.py` is itself a package, named with the
+    packages around it (`transformers/models/llama` is `transformers.models.llama`), so imports
+    reaching above the root (`from ...activations import ACT2FN`) resolve to their library's names."""
+    prefix = enclosing_packages(root)
     found = []
     for path in sorted(paths):
         relative = path.relative_to(root)
@@ -37,6 +39,15 @@ def source_files(root: Path, paths: Iterable[Path]) -> list[SourceFile]:
         is_package = parts[-1] == "__init__"
         found.append(SourceFile(path, relative, ".".join(parts[:-1] if is_package else parts), is_package))
     return found
+
+
+def enclosing_packages(directory: Path) -> list[str]:
+    """The dotted package a directory is, counting the packages (`__init__.py`) above it; [] if it is none."""
+    parts, here = [], directory.resolve()
+    while (here / "__init__.py").exists() and here.name:
+        parts.insert(0, here.name)
+        here = here.parent
+    return parts
 
 
 def _package(file: SourceFile) -> list[str]:

@@ -17,7 +17,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from .diagnostics import FILE_MARKER, ConversionError, Diagnostic, Escape
 from .rewrite.context import Context
 from .rewrite.facts import Analysis, External
-from .rewrite.imports import fix_imports, names_used
+from .rewrite.imports import absolute_beyond_root, fix_imports, names_used
 from .rewrite.names import dotted, is_torch_name, torch_names
 from .rewrite.chains import split_inplace_chains
 from .rewrite.shadowing import PREFIX, alias_statements, own_definitions, rename_helpers
@@ -93,6 +93,14 @@ def drop_file_markers(module: cst.Module) -> cst.Module:
     return module.with_changes(header=header) if len(header) != len(module.header) else module
 
 
+def library_only(qualnames: dict, facts) -> bool:
+    """A file that names only a library's runtime (transformers' configuration and tokenizer files:
+    `from transformers.utils import auto_docstring`) and has no module class holds no torch code to
+    convert: it stays as written (its imports made absolute where they left the tree)."""
+    return bool(qualnames) and not facts.classes and all(
+        not q.startswith(("torch", "einops")) for q in qualnames.values())
+
+
 def check(code: str, path: str) -> None:
     """The output must parse; anything else is a bug in retarget, reported as such."""
     try:
@@ -108,7 +116,10 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     The support helpers it needs are copied in, or with `helpers_from` (`.._torch_compat`) imported
     from the package's helper module, which the caller writes (`helper_module`)."""
     rules = rules or default_rules()
-    module = split_inplace_chains(parse(source, path), source)
+    module = parse(source, path)
+    if external is not None and external.root:
+        module = absolute_beyond_root(module, external.package, external.root)
+    module = split_inplace_chains(module, source)
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # the tree is ours alone
     qualnames = torch_names(wrapper.module, external.torch_names if external else None,
                             external.torch_aliases if external else None)
@@ -117,6 +128,8 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     analysis = Analysis(wrapper.module, qualnames, rules, external)
     positions = functools.cache(lambda: wrapper.resolve(PositionProvider))  # only files with diagnostics pay
     facts = analysis.run()
+    if library_only(qualnames, facts):
+        return Conversion(drop_file_markers(wrapper.module).code)
     training = plan_training(wrapper.module, qualnames, analysis.module_call_test(facts))
     ctx = Context(path, rules, qualnames, positions, analysis, facts,
                   isinstance_refs=prepass.isinstance_refs, annotation_refs=prepass.annotation_refs,

@@ -25,10 +25,10 @@ from libcst.metadata import MetadataWrapper
 from .diagnostics import INTERNAL, UNREADABLE, ConversionError, Diagnostic
 from .isolation import guarded, internal_problem, with_problem
 from .notebook import convert_notebook, notebook_python
-from .package_imports import ModuleImports, SourceFile, module_imports, package_bindings
+from .package_imports import ModuleImports, SourceFile, _package, _root_package, module_imports, package_bindings
 from .package_imports import import_bindings, source_files  # noqa: F401 - part of this module's interface
 from .pipeline import Conversion, convert_source, parse
-from .rewrite.names import torch_names
+from .rewrite.names import is_torch_name, torch_names
 from .rewrite.facts import Analysis, External
 from .rewrite.support import MODULE
 from .rules import RuleSet, default_rules
@@ -104,7 +104,7 @@ class ProjectFacts:
                     break
 
     def _note(self, external: External, local: str, name: str) -> None:
-        if name.split(".")[0] == "torch":
+        if is_torch_name(name):  # torch's, or a library runtime that rules cover (transformers')
             external.torch_aliases[local] = name
         if name in self.module_classes:
             external.modules[local] = self.module_classes[name]
@@ -165,6 +165,8 @@ class ProjectIndex:
         external = self.facts.external_for(self.bindings.get(file.path, {}))
         external.torch_names = self.torch_names.get(file.path, {})
         external.class_args = self.facts.class_args_of(file.module)
+        external.package = ".".join(_package(file))
+        external.root = ".".join(_root_package(file))
         return external
 
 

@@ -128,6 +128,8 @@ class External:
         self.class_functions: set[str] = set()  # imported functions that return layer classes
         self.dynamic = False  # some file of the package builds layers its analysis cannot follow
         self.written_args: dict[str, set[str]] = {}  # imported functions -> arguments they fill in place
+        self.package = ""  # the file's package (`transformers.models.llama`), in a converted tree
+        self.root = ""  # the tree's root package: relative imports above it become absolute
 
 
 @dataclass
@@ -382,7 +384,9 @@ class Analysis:
                     qual = self.qualnames.get(base.value)
                     local = dotted(base.value)
                     imported = local in self.external.modules
-                    if qual == "torch.nn.Module" or self.layer_rule_name(base.value) or local in found or imported:
+                    base_rule = self.rules.get("attribute", qual) if qual else None
+                    if qual == "torch.nn.Module" or (base_rule and base_rule.base) or self.layer_rule_name(base.value) \
+                            or local in found or imported:
                         layer = self.layer_rule_name(base.value) or (
                             found[local].layer_base if local in found else self.external.modules.get(local))
                         found[name] = ClassFacts(name, layer)

@@ -30,12 +30,14 @@ KNOWN_IMPORTS = {
     "struct": "import struct",
     "zipfile": "import zipfile",
     "dataclass": "from dataclasses import dataclass",
+    "dataclasses": "import dataclasses",
+    "_logging": "import logging as _logging",
     "Path": "from pathlib import Path",
     "ml_dtypes": "import ml_dtypes",
     "urllib": "import urllib.request",
     "einops": "import einops",
 }
-ORDER = ["functools", "inspect", "math", "os", "pickle", "re", "struct", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+ORDER = ["_logging", "dataclasses", "functools", "inspect", "math", "os", "pickle", "re", "struct", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
          "einops", "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 
@@ -233,3 +235,25 @@ def fix_imports(module: cst.Module, helpers: list[cst.BaseStatement],
     if body and all(line.comment is None for line in body[0].leading_lines):
         body[0] = body[0].with_changes(leading_lines=[])  # the blank line of a dropped import group
     return module.with_changes(body=body)
+
+
+def absolute_beyond_root(module: cst.Module, package: str, root: str) -> cst.Module:
+    """`from ...configuration_utils import X` in a converted subtree (`transformers/models/llama`)
+    reaches above the output's root: it becomes `from transformers.configuration_utils import X`, the
+    installed library's module, so the output package imports as the original did."""
+    if not root:
+        return module
+    body = [stmt.with_changes(body=[_absolute_import(small, package, root) for small in stmt.body])
+            if isinstance(stmt, cst.SimpleStatementLine) else stmt for stmt in module.body]
+    return module.with_changes(body=body)
+
+
+def _absolute_import(small: cst.BaseSmallStatement, package: str, root: str) -> cst.BaseSmallStatement:
+    if not isinstance(small, cst.ImportFrom) or not small.relative:
+        return small
+    parts = package.split(".")
+    base = parts[:len(parts) - (len(small.relative) - 1)]
+    if ".".join(base).startswith(root) and len(base) >= len(root.split(".")):
+        return small  # inside the tree: stays relative
+    target = ".".join([*base, dotted(small.module)] if small.module else base)
+    return small.with_changes(relative=[], module=cst.parse_expression(target))

@@ -14,9 +14,14 @@ import libcst as cst
 
 from .scopes import BUILTINS, OTHER, Binder, bind
 
-# Modules whose names rules are keyed by: torch, and einops' torch layers (einops' functions run on
-# JAX arrays as written, its `einops.layers.torch` classes are torch modules)
-ROOTS = ("torch", "einops.layers.torch")
+# Modules whose names rules are keyed by: torch, einops' torch layers (einops' functions run on
+# JAX arrays as written, its `einops.layers.torch` classes are torch modules), and the runtime that
+# Hugging Face transformers' modeling files import (rules/transformers.toml; its config classes and
+# tokenizers are not torch code and stay transformers')
+TRANSFORMERS_RUNTIME = tuple(f"transformers.{m}" for m in (
+    "activations", "cache_utils", "generation", "integrations", "masking_utils", "modeling_layers",
+    "modeling_outputs", "modeling_rope_utils", "modeling_utils", "processing_utils", "utils"))
+ROOTS = ("torch", "einops.layers.torch", *TRANSFORMERS_RUNTIME)
 
 
 def is_torch_name(name: str | None) -> bool:

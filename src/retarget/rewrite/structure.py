@@ -85,8 +85,14 @@ def _base_takes_rngs(ctx: Context, cls) -> bool:
 
 
 def _has_module_base(ctx: Context, name: str) -> bool:
+    """A base that is a module class of the package, or a library's (`PreTrainedModel` of transformers)."""
     node = ctx.analysis.collector.classes[name]
-    return any(ctx.facts.is_module_class(dotted(b.value)) for b in node.bases)
+    return any(ctx.facts.is_module_class(dotted(b.value)) or _library_base(ctx, b.value) for b in node.bases)
+
+
+def _library_base(ctx: Context, base: cst.BaseExpression) -> bool:
+    rule = ctx.rules.get("attribute", ctx.qualnames.get(base) or "")
+    return bool(rule and rule.base)
 
 
 def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef) -> cst.FunctionDef:
@@ -497,17 +503,37 @@ def _plugin_of(ctx: Context, node: cst.BaseExpression) -> str | None:
     target = node.func if isinstance(node, cst.Call) else node
     qual = ctx.qualnames.get(target)
     rule = ctx.rules.get("function", qual) if qual else None
-    return rule.plugin if rule else (f"unknown:{qual}" if qual else None)
+    known = rule or (qual and ctx.rules.get("attribute", qual))  # a value rule: the call is kept, the name mapped
+    return rule.plugin if rule else (f"unknown:{qual}" if qual and not known else None)
+
+
+def call_of_value(ctx: Context, qual: str, updated: cst.Call) -> cst.Call | None:
+    """A call of a name that a value rule maps (`create_causal_mask(...)` of transformers' runtime ->
+    the support helper of that name): the same call of the mapped name."""
+    rule = ctx.rules.get("attribute", qual)
+    if rule is None:
+        return None
+    ctx.support.update(rule.support)
+    return updated.with_changes(func=rule.templates[0].render({}, {}))
 
 
 def drop_noop_decorator(ctx: Context, original: cst.Decorator, updated: cst.Decorator):
-    """`@torch.jit.ignore`, `@torch.no_grad()` and friends carry no meaning in JAX."""
+    """`@torch.jit.ignore`, `@torch.no_grad()` and friends carry no meaning in JAX; a decorator a value
+    rule maps (`@auto_docstring` of transformers) is that rule's name."""
     kind = _plugin_of(ctx, original.decorator)
     if kind in ("noop_decorator", "noop_context"):  # `@torch.no_grad()` on a function is a no-op too
         return cst.RemoveFromParent()
     if kind is not None:
         ctx.escape(original, Escape("RT101", f"decorator `{kind.split(':')[-1]}` has no rule"))
-    return updated
+    called = isinstance(original.decorator, cst.Call) and isinstance(updated.decorator, cst.Call)
+    qual = ctx.qualnames.get(original.decorator.func if called else original.decorator)
+    if qual is None or ctx.rules.get("attribute", qual) is None:
+        return updated
+    if called:
+        return updated.with_changes(decorator=call_of_value(ctx, qual, updated.decorator))
+    rule = ctx.rules.get("attribute", qual)
+    ctx.support.update(rule.support)
+    return updated.with_changes(decorator=rule.templates[0].render({}, {}))
 
 
 def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):

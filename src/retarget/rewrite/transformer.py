@@ -179,7 +179,7 @@ class Converter(cst.CSTTransformer):
         if qual is not None:
             rule = ctx.rules.get("function", qual) or ctx.rules.get("module", qual)
             if rule is None:
-                return Escape("RT101", f"`{qual}` has no rule")
+                return structure.call_of_value(ctx, qual, updated) or Escape("RT101", f"`{qual}` has no rule")
             receiver = None
         elif isinstance(original.func, cst.Attribute) and isinstance(updated.func, cst.Attribute):
             rule = self._method_rule(original, statement)

@@ -28,7 +28,8 @@ TENSOR_METHOD_NAMES = frozenset(  # every method of torch.Tensor
 
 RULES_DIR = Path(__file__).parent
 KINDS = ("function", "module", "method", "attribute", "property")
-FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "as_value", "note"}
+FIELDS = {"sig", "to", "drop", "plugin", "support", "params", "attrs", "flax", "ambiguous", "receiver", "as_class", "as_value", "note",
+          "base"}
 RECEIVERS = ("tensor", "module", "any")
 
 
@@ -86,6 +87,7 @@ class Rule:
     # a support helper, copied in only where the function is used that way
     origin: str = ""
     note: str = ""  # what a reader (or a report) should know about the mapping
+    base: bool = False  # a class deriving from the name is a module class (as from torch.nn.Module)
 
     @property
     def needs_rngs(self) -> bool:
@@ -176,7 +178,7 @@ def _build_rule(kind: str, name: str, raw: dict, origin: str) -> Rule:
                 {k: ({"read": v} if isinstance(v, str) else v) for k, v in raw.get("attrs", {}).items()},
                 raw.get("flax"), bool(raw.get("ambiguous", False)), raw.get("receiver", "tensor"),
                 raw.get("as_class") or (raw.get("flax") if support else None), raw.get("as_value"), origin,
-                raw.get("note", ""))
+                raw.get("note", ""), bool(raw.get("base", False)))
 
 
 def _validate(rules: RuleSet) -> None:

@@ -1,0 +1,289 @@
+"""What converted Hugging Face transformers modeling files use of the library's runtime, in JAX/NNX.
+
+A modeling file imports its base classes, decorators, masks, caches and output classes from
+transformers' runtime modules (`modeling_utils`, `masking_utils`, `cache_utils`, ...), all of which
+are torch code. `rules/transformers.toml` maps each name a converted file uses to the definition of
+the same name here, which the output's support module carries like any other helper. Each one
+computes what transformers' computes for the eager attention path; what is not here yet is a rule-less
+name (RT101) or raises NotImplementedError naming the feature, never a silent approximation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging as _logging
+import typing
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def gelu_tanh(x):
+    """transformers' `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+def gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def quick_gelu(x):
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACT2FN = {"gelu": gelu_exact, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "gelu_fast": gelu_tanh,
+          "quick_gelu": quick_gelu, "relu": jax.nn.relu, "relu6": jax.nn.relu6, "silu": jax.nn.silu,
+          "swish": jax.nn.silu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "leaky_relu": jax.nn.leaky_relu,
+          "mish": jax.nn.mish}
+
+
+class TransformersKwargs(typing.TypedDict, total=False):
+    """transformers' keyword arguments passed down through a model's layers (typing only)."""
+
+
+def auto_docstring(obj=None, **kwargs):
+    """transformers' docstring decorator, with or without arguments: the object unchanged."""
+    return obj if obj is not None else (lambda inner: inner)
+
+
+def use_kernel_forward_from_hub(name):
+    """Hub kernels replace a layer's forward in torch; the layer's own code runs here."""
+    return lambda cls: cls
+
+
+def use_kernelized_func(*funcs):
+    return lambda cls: cls
+
+
+def deprecate_kwarg(old_name, version=None, new_name=None, **kwargs):
+    """A keyword argument's old name is accepted as its new one (`past_key_values` -> `cache`)."""
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kw):
+            if old_name in kw and new_name is not None and new_name not in kw:
+                kw[new_name] = kw.pop(old_name)
+            return func(*args, **kw)
+        return wrapper
+    return decorator
+
+
+def merge_with_config_defaults(func):
+    """`use_cache=None` takes the config's value, as transformers' decorator does."""
+    names = list(inspect.signature(func).parameters)
+
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        index = names.index("use_cache") - 1 if "use_cache" in names else None
+        if index is not None and len(args) > index:
+            return func(self, *args, **kwargs)
+        if index is not None and kwargs.get("use_cache") is None:
+            kwargs["use_cache"] = getattr(self.config, "use_cache", None)
+        return func(self, *args, **kwargs)
+    return wrapper
+
+
+def capture_outputs(func=None, **options):
+    """Collecting every layer's hidden states or attentions (`output_hidden_states=True`) is not
+    converted yet: asked for, it raises; otherwise the forward runs as written."""
+    def decorator(inner):
+        @functools.wraps(inner)
+        def wrapper(self, *args, **kwargs):
+            for flag in ("output_hidden_states", "output_attentions"):
+                if kwargs.pop(flag, None) or getattr(self.config, flag, False):
+                    raise NotImplementedError(f"{flag}=True is not supported by the converted model yet")
+            return inner(self, *args, **kwargs)
+        return wrapper
+    return decorator(func) if func is not None else decorator
+
+
+def can_return_tuple(func):
+    """`return_dict=False` (or the config's `return_dict=False`): the output as a tuple without Nones."""
+    @functools.wraps(func)
+    def wrapper(self, *args, return_dict=None, **kwargs):
+        output = func(self, *args, **kwargs)
+        if return_dict is None:
+            return_dict = getattr(getattr(self, "config", None), "return_dict", True)
+        return output if return_dict or isinstance(output, tuple) else output.to_tuple()
+    return wrapper
+
+
+def get_logger(name=None):
+    """transformers.utils.logging.get_logger: Python's logger of that name."""
+    return _logging.getLogger(name)
+
+
+class ModelOutput:
+    """transformers' ModelOutput: a dataclass whose fields read by name, by key and (skipping the
+    None ones) by index; a JAX pytree, so jitted models return it."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+
+    def to_tuple(self):
+        return tuple(v for v in self.values())
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self):
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self):
+        return list(zip(self.keys(), self.values()))
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+
+class BaseModelOutputWithPast(ModelOutput):
+    last_hidden_state: typing.Any = None
+    cache: typing.Any = None
+    hidden_states: typing.Any = None
+    attentions: typing.Any = None
+
+
+class CausalLMOutputWithPast(ModelOutput):
+    loss: typing.Any = None
+    logits: typing.Any = None
+    cache: typing.Any = None
+    hidden_states: typing.Any = None
+    attentions: typing.Any = None
+
+
+class Cache:
+    """transformers' cache base class (a type for annotations and isinstance checks)."""
+
+
+@jax.tree_util.register_pytree_node_class
+class DynamicCache(Cache):
+    """Keys and values of every layer so far, grown along the sequence axis by `update` (eagerly;
+    under jit each step's cache is a new pytree, as JAX arrays are)."""
+
+    def __init__(self, config=None, keys=None, values=None, **kwargs):
+        self.keys, self.values = list(keys or []), list(values or [])
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx < len(self.keys):
+            self.keys[layer_idx] = jnp.concatenate([self.keys[layer_idx], key_states], axis=-2)
+            self.values[layer_idx] = jnp.concatenate([self.values[layer_idx], value_states], axis=-2)
+        else:
+            self.keys.append(key_states)
+            self.values.append(value_states)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx=0):
+        return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
+
+    def tree_flatten(self):
+        return (self.keys, self.values), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(keys=children[0], values=children[1])
+
+
+def create_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None, **kwargs):
+    """The additive (batch, 1, query, key) mask of transformers' eager attention: 0 where a query may
+    see a key (not later than itself, not padding), the dtype's minimum elsewhere."""
+    unsupported = [k for k in ("or_mask_function", "and_mask_function", "block_sequence_ids") if kwargs.get(k) is not None]
+    if unsupported or getattr(config, "sliding_window", None) and "sliding" in str(getattr(config, "layer_types", "")):
+        raise NotImplementedError(f"create_causal_mask with {unsupported or 'sliding windows'} is not converted yet")
+    batch, length = inputs_embeds.shape[:2]
+    past = cache.get_seq_length() if cache is not None else 0
+    query = past + jnp.arange(length)
+    allowed = jnp.arange(past + length)[None, :] <= query[:, None]
+    allowed = jnp.broadcast_to(allowed[None, None], (batch, 1, length, past + length))
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, :].astype(bool)
+    return jnp.where(allowed, 0.0, jnp.finfo(inputs_embeds.dtype).min).astype(inputs_embeds.dtype)
+
+
+class _AttentionFunctions(dict):
+    """transformers' attention registry: every implementation name runs the modeling file's eager
+    attention here (sdpa and flash attention compute the same values)."""
+
+    def get_interface(self, name, default):
+        return default
+
+
+ALL_ATTENTION_FUNCTIONS = _AttentionFunctions()
+ROPE_INIT_FUNCTIONS = {}  # only the default rope (the modeling file's own) is converted yet
+
+
+def dynamic_rope_update(func):
+    """Dynamic rope types update the frequencies at run time; the default type never does."""
+    return func
+
+
+def slice_logits_to_keep(hidden_states, logits_to_keep):
+    """The positions whose logits are computed: the last `logits_to_keep` (0: all), or given indices."""
+    if isinstance(logits_to_keep, int):
+        return hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
+    return hidden_states[:, logits_to_keep, :]
+
+
+def _cross_entropy_for_causal_lm(logits, labels, vocab_size=None, ignore_index=-100, **kwargs):
+    """transformers' ForCausalLMLoss: next-token cross-entropy in float32, labels of -100 ignored."""
+    logits = logits[:, :-1, :].astype(jnp.float32)
+    labels = labels[:, 1:]
+    keep = labels != ignore_index
+    safe = jnp.where(keep, labels, 0)
+    losses = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), safe[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(keep, losses, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+
+
+class PreTrainedModel(nnx.Module):
+    """transformers' PreTrainedModel as an NNX module: it keeps the config; weights come from the
+    layers' own (torch-like) initialisers, or from a checkpoint through `retarget.port_weights`."""
+    base_model_prefix = ""
+    config = None
+
+    def __init__(self, config, *inputs, rngs=None, **kwargs):
+        self.config = config
+
+    def post_init(self):
+        """torch's post_init re-initialises weights with `config.initializer_range`; the converted
+        layers start from torch's default initialisers (port a checkpoint for trained weights)."""
+
+    @property
+    def loss_function(self):
+        return _cross_entropy_for_causal_lm
+
+    def get_input_embeddings(self):
+        return getattr(self, self.base_model_prefix, self).embed_tokens
+
+
+class GradientCheckpointingLayer(nnx.Module):
+    """A decoder layer (gradient checkpointing is `nnx.remat`'s job in JAX; not applied here)."""
+
+    def __init__(self, *args, rngs=None, **kwargs):
+        pass
+
+
+class GenerationMixin:
+    """`generate` is not converted yet: decode with the model's forward (greedy: argmax of the last logits)."""
+
+    def generate(self, *args, **kwargs):
+        raise NotImplementedError("generate() is not converted yet; call the model step by step")
+
+
+class _GenericHead(nnx.Module):
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}: transformers' generic task heads are not converted yet")
+
+
+class GenericForSequenceClassification(_GenericHead):
+    pass
+
+
+class GenericForQuestionAnswering(_GenericHead):
+    pass
+
+
+class GenericForTokenClassification(_GenericHead):
+    pass
