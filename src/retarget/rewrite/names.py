@@ -20,7 +20,7 @@ from .scopes import BUILTINS, OTHER, Binder, bind
 # tokenizers are not torch code and stay transformers')
 TRANSFORMERS_RUNTIME = tuple(f"transformers.{m}" for m in (
     "activations", "cache_utils", "generation", "integrations", "masking_utils", "modeling_layers",
-    "modeling_outputs", "modeling_rope_utils", "modeling_utils", "processing_utils", "utils"))
+    "modeling_outputs", "modeling_rope_utils", "modeling_utils", "processing_utils", "pytorch_utils", "utils"))
 ROOTS = ("torch", "einops.layers.torch", *TRANSFORMERS_RUNTIME)
 
 

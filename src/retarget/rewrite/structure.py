@@ -230,6 +230,8 @@ def rewrite_attribute(ctx: Context, original: cst.Attribute, updated: cst.Attrib
     """`self.training` and reads of layer attributes (`self.fc.weight` -> `self.fc.kernel.T`)."""
     if ctx.module_class is not None and dotted(original) == "self.training":
         return _training_flag(ctx, original, updated)
+    if original.attr.value == "training" and original not in ctx.stores and _module_param(ctx, original.value):
+        return cst.parse_expression(f"(not {original.value.value}.deterministic)")  # a module handed in
     if original.attr.value == "data" and ctx.module_class is not None and (
             ctx.layer_rules(original.value) or _is_param(ctx, dotted(original.value) or "")):
         return updated.value
@@ -272,6 +274,18 @@ def runtime_layer_store(ctx: Context, original: cst.Assign, updated: cst.Assign)
     target = _strip_data(original.targets[0].target) if len(original.targets) == 1 else None
     view = _runtime_view(ctx, target, "TorchParameter")
     return updated if view is None else updated.with_changes(targets=[cst.AssignTarget(view)])
+
+
+def _module_param(ctx: Context, node: cst.BaseExpression) -> bool:
+    """A parameter of the function annotated as a torch module (`module: nn.Module`, as transformers'
+    attention functions take their layer)."""
+    if not isinstance(node, cst.Name) or ctx.function is None:
+        return False
+    params = ctx.function.node.params
+    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+        if param.name.value == node.value and param.annotation is not None:
+            return ctx.qualnames.get(param.annotation.annotation) == "torch.nn.Module"
+    return False
 
 
 def _training_flag(ctx: Context, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:

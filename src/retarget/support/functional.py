@@ -662,10 +662,26 @@ def embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=N
     return total if mode == "sum" else total / jnp.maximum(count, 1)
 
 
+class MissingKey:
+    """The key of a function called without `rngs` (see `NoRngs`): drawing from it fails with what to do."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"MissingKey({self.name}(...) needs rngs=nnx.Rngs(seed) to draw random numbers)"
+
+    def error(self):
+        return TypeError(f"{self.name}(...) draws random numbers here (dropout in training): "
+                         "call it with rngs=nnx.Rngs(seed)")
+
+
 def dropout(x, p=0.5, training=True, key=None):
     """torch.nn.functional.dropout with an explicit PRNG key."""
     if not training or p == 0.0:
         return x
+    if isinstance(key, MissingKey):
+        raise key.error()
     keep = jax.random.bernoulli(key, 1.0 - p, x.shape)
     return jnp.where(keep, x / (1.0 - p), 0.0)
 
@@ -674,6 +690,8 @@ def feature_dropout(x, p=0.5, training=True, key=None):
     """torch.nn.functional.dropout{1,2,3}d: whole channels (axis 1) zeroed, with an explicit PRNG key."""
     if not training or p == 0.0:
         return x
+    if isinstance(key, MissingKey):
+        raise key.error()
     keep = jax.random.bernoulli(key, 1.0 - p, x.shape[:2] + (1,) * (x.ndim - 2))
     return jnp.where(keep, x / (1.0 - p), 0.0)
 

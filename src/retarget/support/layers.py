@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .functional import (_normalize, _ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
+from .functional import (MissingKey, _normalize, _ntuple, adaptive_pool_nd, alpha_dropout, avg_pool_nd, bilinear, conv_nd,
                          conv_transpose_nd, embedding_bag, flatten, group_norm, instance_norm, interpolate,
                          max_pool_nd, pad, pixel_shuffle, pixel_unshuffle, prelu, rrelu, unflatten)
 
@@ -50,6 +50,8 @@ def default_rngs(init):
             rngs = stack[-1]
         if rngs is None and required:
             name = init.__qualname__.removesuffix(".__init__")
+            if init.__name__ != "__init__":  # a function drawing at run time (dropout): fails only if it draws
+                return init(*args, rngs=NoRngs(name), **kwargs)
             raise TypeError(f"{name}(...) needs rngs=nnx.Rngs(seed): it is called outside any layer "
                             f"constructor that could lend it one")
         stack.append(rngs)
@@ -58,6 +60,18 @@ def default_rngs(init):
         finally:
             stack.pop()
     return build
+
+
+class NoRngs:
+    """What a function that draws random numbers gets when called without `rngs` outside any layer
+    constructor (transformers' attention functions, called through a registry): its keys are
+    `MissingKey`s, so dropout that is off (eval, p=0) runs and one that is on says what to pass."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self):
+        return MissingKey(self.name)
 
 
 def building_rngs():

@@ -140,8 +140,9 @@ class ModelOutput:
         return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
 
 
-class BaseModelOutputWithPast(ModelOutput):
+class BaseModelOutputWithPast(ModelOutput):  # `past_key_values` until transformers 5.22, `cache` later
     last_hidden_state: typing.Any = None
+    past_key_values: typing.Any = None
     cache: typing.Any = None
     hidden_states: typing.Any = None
     attentions: typing.Any = None
@@ -150,6 +151,7 @@ class BaseModelOutputWithPast(ModelOutput):
 class CausalLMOutputWithPast(ModelOutput):
     loss: typing.Any = None
     logits: typing.Any = None
+    past_key_values: typing.Any = None
     cache: typing.Any = None
     hidden_states: typing.Any = None
     attentions: typing.Any = None
@@ -190,17 +192,38 @@ class DynamicCache(Cache):
 def create_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None, **kwargs):
     """The additive (batch, 1, query, key) mask of transformers' eager attention: 0 where a query may
     see a key (not later than itself, not padding), the dtype's minimum elsewhere."""
-    unsupported = [k for k in ("or_mask_function", "and_mask_function", "block_sequence_ids") if kwargs.get(k) is not None]
-    if unsupported or getattr(config, "sliding_window", None) and "sliding" in str(getattr(config, "layer_types", "")):
-        raise NotImplementedError(f"create_causal_mask with {unsupported or 'sliding windows'} is not converted yet")
+    return _additive_mask(inputs_embeds, attention_mask, cache, None, kwargs)
+
+
+def create_sliding_window_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None,
+                                      **kwargs):
+    """As `create_causal_mask`, a query seeing only the `config.sliding_window` latest keys."""
+    return _additive_mask(inputs_embeds, attention_mask, cache, config.sliding_window, kwargs)
+
+
+def _additive_mask(inputs_embeds, attention_mask, cache, window, kwargs):
+    unsupported = [k for k in ("or_mask_function", "and_mask_function", "block_sequence_ids")
+                   if kwargs.get(k) is not None]
+    if unsupported:
+        raise NotImplementedError(f"attention masks with {unsupported} are not converted yet")
+    cache = cache if cache is not None else kwargs.get("past_key_values")  # its name until transformers 5.22
     batch, length = inputs_embeds.shape[:2]
     past = cache.get_seq_length() if cache is not None else 0
-    query = past + jnp.arange(length)
-    allowed = jnp.arange(past + length)[None, :] <= query[:, None]
+    query, key = past + jnp.arange(length)[:, None], jnp.arange(past + length)[None, :]
+    allowed = key <= query if window is None else (key <= query) & (query - key < window)
     allowed = jnp.broadcast_to(allowed[None, None], (batch, 1, length, past + length))
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].astype(bool)
     return jnp.where(allowed, 0.0, jnp.finfo(inputs_embeds.dtype).min).astype(inputs_embeds.dtype)
+
+
+class Conv1D(nnx.Linear):
+    """transformers' Conv1D (GPT-2): a linear layer whose torch weight is already (in, out), as the
+    kernel here; weight normal(0, 0.02) and bias zero at the start, as transformers initialises it."""
+
+    def __init__(self, nf, nx, *, rngs: nnx.Rngs):
+        super().__init__(nx, nf, kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.nf, self.nx = nf, nx
 
 
 class _AttentionFunctions(dict):
