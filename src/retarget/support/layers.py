@@ -73,6 +73,10 @@ class NoRngs:
     def __call__(self):
         return MissingKey(self.name)
 
+    def __getattr__(self, stream):  # `rngs.params()`: building layers needs real ones
+        raise TypeError(f"{self.name}(...) needs rngs=nnx.Rngs(seed): it is called outside any layer "
+                        f"constructor that could lend it one")
+
 
 def building_rngs():
     """The `rngs` of the innermost layer constructor running (see `default_rngs`)."""
