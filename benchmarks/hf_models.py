@@ -63,14 +63,14 @@ def _classes(module, name: str):
     return getattr(chosen, "config_class", None), pick[0]
 
 
-def check(name: str, work: Path) -> dict:
-    """One model directory, in this process: convert, build, port, compare."""
+def check(name: str, work: Path, result: dict) -> dict:
+    """One model directory, in this process: convert, build, port, compare (`result` tells the stage reached)."""
     import importlib
 
     import numpy as np
     import torch
     import transformers
-    result: dict = {"name": name, "stage": "convert"}
+    result.update(name=name, stage="convert")
     out = work / "out" / name
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "retarget.cli", "convert",
@@ -132,9 +132,9 @@ def run_one(name: str, work: Path, timeout: float) -> dict:
 def worker(name: str, work: Path) -> None:
     result = {"name": name}
     try:
-        result = check(name, work)
+        result = check(name, work, result)
     except Exception as exc:  # the cause, in words, for the report
-        result = {**result, "stage": result.get("stage", "?"), "cause": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        result["cause"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         import traceback
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/out/" in f.filename]
         if frames:

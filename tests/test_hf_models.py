@@ -88,3 +88,25 @@ def test_attention_dropout_in_training_asks_for_rngs(converted):
     model.train()
     with pytest.raises(TypeError, match=r"eager_attention_forward\(\.\.\.\) draws random numbers .* rngs="):
         model(input_ids=ids)
+
+
+def test_greedy_generation_gives_torchs_tokens(converted):
+    """`generate(do_sample=False)`: 32 new tokens, each step jitted against the key/value cache, the
+    same ids as torch's `model.generate`, with a left-padded row (positions count from its first token)."""
+    config = transformers.LlamaConfig(**TINY, eos_token_id=2, pad_token_id=0, bos_token_id=1)
+    torch.manual_seed(0)
+    torch_model = transformers.LlamaForCausalLM(config).eval()
+    model = _convert(converted, "llama").LlamaForCausalLM(config, rngs=nnx.Rngs(0))
+    retarget.port_weights(torch_model.state_dict(), model)
+    model.eval()
+    ids = np.random.default_rng(0).integers(3, 64, (2, 5))
+    mask = np.ones((2, 5), np.int64)
+    ids[1, :2], mask[1, :2] = 0, 0
+    with torch.no_grad():
+        expected = torch_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                        max_new_tokens=32, do_sample=False).numpy()
+    got = model.generate(jnp.asarray(ids), attention_mask=jnp.asarray(mask), max_new_tokens=32)
+    assert expected.shape == (2, 37)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    with pytest.raises(NotImplementedError, match="greedy decoding only"):
+        model.generate(jnp.asarray(ids), do_sample=True)

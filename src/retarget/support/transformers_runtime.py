@@ -289,10 +289,48 @@ class GradientCheckpointingLayer(nnx.Module):
 
 
 class GenerationMixin:
-    """`generate` is not converted yet: decode with the model's forward (greedy: argmax of the last logits)."""
+    """transformers' `generate`, greedy decoding (`do_sample=False`, one beam): the prompt once, then one
+    token per step against the key/value cache, each step jitted (`nnx.jit`; the cache grows, so a
+    step compiles once per length). Positions and the padding mask follow transformers' (left padding
+    counts from each row's first token); rows that emitted an end token continue with the pad token."""
 
-    def generate(self, *args, **kwargs):
-        raise NotImplementedError("generate() is not converted yet; call the model step by step")
+    def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, num_beams=1,
+                 eos_token_id=None, pad_token_id=None, **kwargs):
+        if do_sample or num_beams != 1 or kwargs:
+            raise NotImplementedError(f"generate() converts greedy decoding only (got do_sample={do_sample}, "
+                                      f"num_beams={num_beams}, {sorted(kwargs)})")
+        mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
+        ends = _token_set(self.config.eos_token_id if eos_token_id is None else eos_token_id)
+        pad = _first_token(self.config.pad_token_id if pad_token_id is None else pad_token_id, ends)
+        positions = jnp.where(mask == 0, 0, jnp.cumsum(mask, axis=-1) - 1)
+        step = nnx.jit(_greedy_step)
+        tokens, cache = input_ids, DynamicCache(config=self.config)
+        done = jnp.zeros(input_ids.shape[0], bool)
+        sequences = input_ids
+        for _ in range(max_new_tokens):
+            token, cache = step(self, tokens, mask, positions, cache)
+            token = jnp.where(done, pad, token) if pad is not None else token
+            sequences = jnp.concatenate([sequences, token[:, None]], axis=-1)
+            done = done | jnp.isin(token, jnp.asarray(ends or [-1]))
+            if ends and bool(done.all()):
+                break
+            tokens, mask = token[:, None], jnp.concatenate([mask, jnp.ones_like(token[:, None])], axis=-1)
+            positions = positions[:, -1:] + 1
+        return sequences
+
+
+def _greedy_step(model, tokens, mask, positions, cache):
+    out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    cache = out.past_key_values if out.past_key_values is not None else out.cache
+    return jnp.argmax(out.logits[:, -1, :], axis=-1), cache
+
+
+def _token_set(value):
+    return [] if value is None else [value] if isinstance(value, int) else list(value)
+
+
+def _first_token(value, ends):
+    return value if value is not None else (ends[0] if ends else None)
 
 
 class _GenericHead(nnx.Module):
