@@ -6,6 +6,7 @@ model's state dict; the configs are transformers' own objects."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -110,3 +111,17 @@ def test_greedy_generation_gives_torchs_tokens(converted):
     np.testing.assert_array_equal(np.asarray(got), expected)
     with pytest.raises(NotImplementedError, match="greedy decoding only"):
         model.generate(jnp.asarray(ids), do_sample=True)
+
+
+def test_every_act2fn_entry_is_transformers_activation():
+    """ACT2FN of the support module, name by name, against transformers' torch activations."""
+    from transformers.activations import ACT2FN as torch_act2fn
+
+    from retarget.helper_index import SUPPORT_DIR
+    spec = importlib.util.spec_from_file_location("runtime_act2fn", SUPPORT_DIR / "transformers_runtime.py")
+    runtime = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime)
+    x = np.linspace(-12, 12, 101).astype(np.float32)
+    for name, function in runtime.ACT2FN.items():
+        expected = torch_act2fn[name](torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(np.asarray(function(jnp.asarray(x))), expected, rtol=1e-5, atol=3e-6, err_msg=name)

@@ -33,10 +33,26 @@ def quick_gelu(x):
     return x * jax.nn.sigmoid(1.702 * x)
 
 
-ACT2FN = {"gelu": gelu_exact, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "gelu_fast": gelu_tanh,
-          "quick_gelu": quick_gelu, "relu": jax.nn.relu, "relu6": jax.nn.relu6, "silu": jax.nn.silu,
-          "swish": jax.nn.silu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "leaky_relu": jax.nn.leaky_relu,
-          "mish": jax.nn.mish}
+def relu_squared(x):
+    return jnp.square(jax.nn.relu(x))
+
+
+def gelu_clipped(x):
+    """transformers' `gelu_10`: exact GELU clipped to [-10, 10]."""
+    return jnp.clip(gelu_exact(x), -10.0, 10.0)
+
+
+ACT2FN = {"gelu": gelu_exact, "gelu_python": gelu_exact, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
+          "gelu_python_tanh": gelu_tanh, "gelu_fast": gelu_tanh, "gelu_accurate": gelu_tanh, "gelu_10": gelu_clipped,
+          "quick_gelu": quick_gelu, "relu": jax.nn.relu, "relu2": relu_squared, "relu6": jax.nn.relu6,
+          "silu": jax.nn.silu, "swish": jax.nn.silu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+          "hardswish": jax.nn.hard_swish, "leaky_relu": jax.nn.leaky_relu, "mish": jax.nn.mish,
+          "linear": lambda x: x, "sqrtsoftplus": lambda x: jnp.sqrt(jax.nn.softplus(x))}
+
+
+def get_activation(name):
+    """transformers.activations.get_activation: the function ACT2FN holds under `name`."""
+    return ACT2FN[name]
 
 
 class TransformersKwargs(typing.TypedDict, total=False):
