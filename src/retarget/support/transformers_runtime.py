@@ -217,6 +217,19 @@ def create_sliding_window_causal_mask(config, inputs_embeds, attention_mask, cac
     return _additive_mask(inputs_embeds, attention_mask, cache, config.sliding_window, kwargs)
 
 
+def create_bidirectional_mask(config, inputs_embeds, attention_mask, encoder_hidden_states=None, **kwargs):
+    """The additive mask of non-causal attention (encoders, cross-attention over
+    `encoder_hidden_states`): padding keys masked; None without a padding mask, as nothing is."""
+    if kwargs.get("or_mask_function") is not None or kwargs.get("and_mask_function") is not None:
+        raise NotImplementedError("bidirectional masks with mask functions are not converted yet")
+    if attention_mask is None:
+        return None
+    length = inputs_embeds.shape[1]
+    allowed = jnp.broadcast_to(attention_mask[:, None, None, :].astype(bool),
+                               (attention_mask.shape[0], 1, length, attention_mask.shape[-1]))
+    return jnp.where(allowed, 0.0, jnp.finfo(inputs_embeds.dtype).min).astype(inputs_embeds.dtype)
+
+
 def _additive_mask(inputs_embeds, attention_mask, cache, window, kwargs):
     unsupported = [k for k in ("or_mask_function", "and_mask_function", "block_sequence_ids")
                    if kwargs.get(k) is not None]
