@@ -107,6 +107,10 @@ def _bound_names(target: cst.BaseExpression) -> set[str]:
     return _bound_names(target.value) if isinstance(target, cst.StarredElement) else set()
 
 
+# a dict, list or set display holds tensors; it is not one (`d[k] = v` stays a Python item write)
+CONTAINER_DISPLAYS = (cst.Dict, cst.List, cst.Set, cst.DictComp, cst.ListComp, cst.SetComp)
+
+
 class External:
     """What other files of the package say about names this file imports (none for a lone file).
 
@@ -476,6 +480,9 @@ class Analysis:
             bound = _bound_names(target) if target is not None else set()
             if isinstance(target, cst.Subscript):
                 bound -= containers
+            if isinstance(stmt.value, CONTAINER_DISPLAYS):  # `masks = {"full": create_causal_mask(...)}`
+                names -= bound
+                continue
             if bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):
                 names |= bound  # `q, k, v = qkv[0], qkv[1], qkv[2]`: each is a tensor
                 if not isinstance(target, cst.Subscript):
