@@ -46,6 +46,8 @@ EXPRESSIONS = [
 # Differentiable rules: values, and d sum(out * probe) / d(x, y). A tuple result (max/min/sort with a
 # dim) is compared leaf by leaf, integer leaves (indices) exactly.
 GRADIENTS = [
+    "x[:2, :4].reshape(2, 2, 2).baddbmm(x.reshape(2, 2, 6), y.reshape(2, 6, 2), beta=0.5, alpha=2.0)",
+    "x.index_add(0, torch.tensor([0, 2, 0]), y[:3])", "torch.index_add(x, 1, torch.tensor([1, 5]), y[:, :2], alpha=3)",
     "F.selu(x)", "nn.SELU()(x)", "F.hardtanh(x)", "F.hardtanh(x, min_val=-0.5, max_val=0.8)", "F.hardtanh(x, -0.3)",
     "nn.Hardtanh()(x)", "nn.Hardtanh(-0.5, 0.7)(x)", "nn.Hardtanh(max_val=0.2)(x)",
     "F.pixel_shuffle(x.reshape(1, 8, 3, 1), 2)", "F.pixel_shuffle(x.reshape(2, 1, 4, 3, 1), 2)",

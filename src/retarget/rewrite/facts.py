@@ -473,7 +473,7 @@ class Analysis:
         """Names bound to tensors (item assignment into them needs `.at[]`): forward inputs, parameters
         annotated `torch.Tensor`, torch results, layer outputs (`self.proj(x)`), and anything computed from those."""
         names = set(func.params[1:]) if func.node.name.value == "forward" else set()
-        names |= self._annotated_tensors(func.node)
+        names |= self._annotated_tensors(func.node) | self._method_receivers(func)
         containers = _annotated_containers(func.node)  # `x: List[Tensor]`: `x[i] = ...` stores into the list
         for stmt in _assignments(func.node):
             target = stmt.targets[0].target if len(stmt.targets) == 1 else None
@@ -488,6 +488,21 @@ class Analysis:
                 if not isinstance(target, cst.Subscript):
                     containers -= bound  # re-bound to a tensor (`x = torch.stack(x)`)
         return names - containers
+
+    def _method_receivers(self, func: FunctionFacts) -> set[str]:
+        """Parameters a Tensor method only tensors have is called on (`cos.unsqueeze(1)`, not `.to` or
+        `.float`, which other objects share): tensors everywhere in the function."""
+        found: set[str] = set()
+
+        def unambiguous_receiver(node: cst.CSTNode) -> bool:
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and isinstance(
+                    node.func.value, cst.Name) and node.func.value.value in func.params:
+                rule = self.rules.get("method", node.func.attr.value)
+                if rule is not None and not rule.ambiguous and rule.receiver == "tensor":
+                    found.add(node.func.value.value)
+            return False
+        mentions(func.node.body, unambiguous_receiver)
+        return found
 
     def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:
         """Parameters annotated as tensors (`xq: torch.Tensor`, `mask: Optional[torch.Tensor]`)."""

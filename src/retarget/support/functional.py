@@ -662,6 +662,12 @@ def embedding_bag(input, weight, offsets=None, mode="mean", per_sample_weights=N
     return total if mode == "sum" else total / jnp.maximum(count, 1)
 
 
+def index_add(x, dim, index, source, alpha=1):
+    """torch.index_add: `source`'s slices along `dim` added into `x` at `index` (repeated indices add up)."""
+    moved = jnp.moveaxis(x, dim, 0).at[index].add(jnp.moveaxis(source * alpha, dim, 0))
+    return jnp.moveaxis(moved, 0, dim)
+
+
 class MissingKey:
     """The key of a function called without `rngs` (see `NoRngs`): drawing from it fails with what to do."""
 

@@ -73,6 +73,12 @@ def use_kernelized_func(*funcs):
     return lambda cls: cls
 
 
+def use_experts_implementation(experts_class=None, **options):
+    """Mixture-of-experts kernels replace the experts' forward in torch (`config._experts_implementation`);
+    the class's own (eager) forward runs here."""
+    return experts_class if experts_class is not None else (lambda cls: cls)
+
+
 def deprecate_kwarg(old_name, version=None, new_name=None, **kwargs):
     """A keyword argument's old name is accepted as its new one (`past_key_values` -> `cache`)."""
     def decorator(func):
@@ -301,6 +307,9 @@ class PreTrainedModel(nnx.Module):
     def post_init(self):
         """torch's post_init re-initialises weights with `config.initializer_range`; the converted
         layers start from torch's default initialisers (port a checkpoint for trained weights)."""
+
+    def warn_if_padding_and_no_attention_mask(self, input_ids, attention_mask):
+        """transformers only logs a warning here (padding tokens without a mask)."""
 
     @property
     def loss_function(self):
