@@ -117,7 +117,7 @@ def convert_source(source: str, path: str = "<string>", rules: RuleSet | None = 
     from the package's helper module, which the caller writes (`helper_module`)."""
     rules = rules or default_rules()
     module = parse(source, path)
-    if external is not None and external.root:
+    if external is not None and external.root.split(".")[0] == "transformers":  # its torch-free runtime
         module = absolute_beyond_root(module, external.package, external.root)
     module = split_inplace_chains(module, source)
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # the tree is ours alone
