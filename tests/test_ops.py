@@ -40,6 +40,8 @@ EXPRESSIONS = [
     "x.new_full([3], 2, dtype=torch.int32)", "torch.erfinv(x.clamp(-0.9, 0.9))", "x.clamp(-0.9, 0.9).erfinv()",
     "x.erf()", "torch.unique((x * 2).round())", "(x * 2).round().unique()", "x.new_empty(2, 5).shape", "x.new_empty((2,), dtype=torch.bool) | True",
     "x.new_tensor([1, 2])", "x.new_tensor([1, 2], dtype=torch.int32)", "x.new_zeros(3, dtype=torch.float16)",
+    "(x > 0).nonzero()", "torch.nonzero(x > 0.5)", "torch.greater(x.sum(dim=1), 0).nonzero()",
+    "(x > 0).nonzero(as_tuple=True)[1]", "torch.nonzero(y > 0, as_tuple=True)[0]",
 ]
 
 

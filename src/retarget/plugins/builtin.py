@@ -52,6 +52,18 @@ def _literal_bool(node) -> bool | None:
     return None
 
 
+@register("nonzero", consumes=("as_tuple",))
+def nonzero(site: Site, rngs: cst.BaseExpression):
+    """`x.nonzero()` is an (N, ndim) matrix of indices (`jnp.argwhere`); with `as_tuple=True`, one index
+    array per dimension (`jnp.nonzero`). JAX's own `.nonzero()` is the tuple: never left as written."""
+    tensor = site.receiver if site.receiver is not None else site.arg("input")
+    flag = site.arg("as_tuple")
+    as_tuple = False if flag is None else _literal_bool(flag)
+    if as_tuple is None:
+        return Escape("RT105", "nonzero needs a literal as_tuple")
+    return cst.Call(cst.parse_expression("jnp.nonzero" if as_tuple else "jnp.argwhere"), [cst.Arg(tensor)])
+
+
 @register("buffer", consumes=("persistent",))
 def buffer(site: Site, rngs: cst.BaseExpression):
     """`nn.Buffer(t)` -> `Buffer(t)`; `nn.Buffer(t, persistent=False)` (not in torch's state dict, as
