@@ -65,11 +65,13 @@ def _root_package(file: SourceFile) -> list[str]:
 
 def _absolute(file: SourceFile, level: int, name: str) -> str:
     """The absolute module of `from <level dots><name> import ...` written in `file`."""
-    if not level:
-        return name
-    package = _package(file)
+    return ".".join(relative_target(_package(file), level, name)) if level else name
+
+
+def relative_target(package: list[str], level: int, name: str) -> list[str]:
+    """The parts of the module `from <level dots><name> import ...` names, written in `package`."""
     base = package[:len(package) - (level - 1)] if level > 1 else package
-    return ".".join([*base, name] if name else base)
+    return [*base, *name.split(".")] if name else base
 
 
 def _source(node: cst.ImportFrom, file: SourceFile) -> str:

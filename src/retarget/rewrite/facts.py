@@ -372,6 +372,11 @@ class Analysis:
         is_module_call = self.module_call_test(facts)
         return lambda call: is_module_call(call) and self.layer_rule_name(call.func) != "torch.nn.Parameter"
 
+    def library_base(self, node: cst.BaseExpression) -> bool:
+        """A library's module base class (`PreTrainedModel` of transformers: a rule with `base = true`)."""
+        rule = self.rules.get("attribute", self.qualnames.get(node) or "")
+        return bool(rule and rule.base)
+
     def layer_rule_name(self, node: cst.BaseExpression) -> str | None:
         name = self.qualnames.get(node)
         return name if name and self.rules.get("module", name) else None
@@ -388,8 +393,7 @@ class Analysis:
                     qual = self.qualnames.get(base.value)
                     local = dotted(base.value)
                     imported = local in self.external.modules
-                    base_rule = self.rules.get("attribute", qual) if qual else None
-                    if qual == "torch.nn.Module" or (base_rule and base_rule.base) or self.layer_rule_name(base.value) \
+                    if qual == "torch.nn.Module" or self.library_base(base.value) or self.layer_rule_name(base.value) \
                             or local in found or imported:
                         layer = self.layer_rule_name(base.value) or (
                             found[local].layer_base if local in found else self.external.modules.get(local))

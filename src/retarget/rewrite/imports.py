@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from ..package_imports import relative_target
 from .names import dotted, is_torch_name
 from .support import END
 
@@ -251,9 +252,8 @@ def absolute_beyond_root(module: cst.Module, package: str, root: str) -> cst.Mod
 def _absolute_import(small: cst.BaseSmallStatement, package: str, root: str) -> cst.BaseSmallStatement:
     if not isinstance(small, cst.ImportFrom) or not small.relative:
         return small
-    parts = package.split(".")
-    base = parts[:len(parts) - (len(small.relative) - 1)]
-    if ".".join(base).startswith(root) and len(base) >= len(root.split(".")):
+    target = relative_target(package.split("."), len(small.relative), dotted(small.module) if small.module else "")
+    tree = root.split(".")
+    if target[:len(tree)] == tree:
         return small  # inside the tree: stays relative
-    target = ".".join([*base, dotted(small.module)] if small.module else base)
-    return small.with_changes(relative=[], module=cst.parse_expression(target))
+    return small.with_changes(relative=[], module=cst.parse_expression(".".join(target)))

@@ -87,12 +87,7 @@ def _base_takes_rngs(ctx: Context, cls) -> bool:
 def _has_module_base(ctx: Context, name: str) -> bool:
     """A base that is a module class of the package, or a library's (`PreTrainedModel` of transformers)."""
     node = ctx.analysis.collector.classes[name]
-    return any(ctx.facts.is_module_class(dotted(b.value)) or _library_base(ctx, b.value) for b in node.bases)
-
-
-def _library_base(ctx: Context, base: cst.BaseExpression) -> bool:
-    rule = ctx.rules.get("attribute", ctx.qualnames.get(base) or "")
-    return bool(rule and rule.base)
+    return any(ctx.facts.is_module_class(dotted(b.value)) or ctx.analysis.library_base(b.value) for b in node.bases)
 
 
 def convert_function(ctx: Context, func: FunctionFacts, updated: cst.FunctionDef) -> cst.FunctionDef:
@@ -524,11 +519,17 @@ def _plugin_of(ctx: Context, node: cst.BaseExpression) -> str | None:
 def call_of_value(ctx: Context, qual: str, updated: cst.Call) -> cst.Call | None:
     """A call of a name that a value rule maps (`create_causal_mask(...)` of transformers' runtime ->
     the support helper of that name): the same call of the mapped name."""
+    name = _value_name(ctx, qual)
+    return None if name is None else updated.with_changes(func=name)
+
+
+def _value_name(ctx: Context, qual: str) -> cst.BaseExpression | None:
+    """What a value rule maps `qual` to (its helpers requested), or None without one."""
     rule = ctx.rules.get("attribute", qual)
     if rule is None:
         return None
     ctx.support.update(rule.support)
-    return updated.with_changes(func=rule.templates[0].render({}, {}))
+    return rule.templates[0].render({}, {})
 
 
 def drop_noop_decorator(ctx: Context, original: cst.Decorator, updated: cst.Decorator):
@@ -541,13 +542,10 @@ def drop_noop_decorator(ctx: Context, original: cst.Decorator, updated: cst.Deco
         ctx.escape(original, Escape("RT101", f"decorator `{kind.split(':')[-1]}` has no rule"))
     called = isinstance(original.decorator, cst.Call) and isinstance(updated.decorator, cst.Call)
     qual = ctx.qualnames.get(original.decorator.func if called else original.decorator)
-    if qual is None or ctx.rules.get("attribute", qual) is None:
+    if qual is None:
         return updated
-    if called:
-        return updated.with_changes(decorator=call_of_value(ctx, qual, updated.decorator))
-    rule = ctx.rules.get("attribute", qual)
-    ctx.support.update(rule.support)
-    return updated.with_changes(decorator=rule.templates[0].render({}, {}))
+    value = call_of_value(ctx, qual, updated.decorator) if called else _value_name(ctx, qual)
+    return updated if value is None else updated.with_changes(decorator=value)
 
 
 def unwrap_noop_context(ctx: Context, original: cst.With, updated: cst.With):
