@@ -3,13 +3,14 @@
 Public API:
 - `convert(source, target="flax") -> Conversion` (`.code`, `.diagnostics`)
 - `port_weights(state_dict, model)` copies a PyTorch state dict into a converted model
+- `load_pretrained(directory, model)` fills a converted transformers model from a `save_pretrained` folder
 """
 from __future__ import annotations
 
 from .diagnostics import ConversionError, Diagnostic
 from .pipeline import Conversion, convert_source
 
-__all__ = ["convert", "port_weights", "Conversion", "Diagnostic", "ConversionError", "WeightsError"]
+__all__ = ["convert", "port_weights", "load_pretrained", "Conversion", "Diagnostic", "ConversionError", "WeightsError"]
 TARGETS = ("flax",)
 
 
@@ -26,4 +27,7 @@ def __getattr__(name: str):
     if name in ("port_weights", "WeightsError"):
         from .weights import port
         return getattr(port, name)
+    if name == "load_pretrained":
+        from .weights.pretrained import load_pretrained
+        return load_pretrained
     raise AttributeError(f"module 'retarget' has no attribute {name!r}")

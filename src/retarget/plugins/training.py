@@ -106,10 +106,3 @@ def generator_seed(site: Site, rngs: cst.BaseExpression):
     if not site.statement and isinstance(site.receiver, cst.Call):
         return seeded  # a fresh generator, seeded
     return Escape("RT102", "re-seeding a generator used as a value: write `g = nnx.Rngs(seed)` and use `g`")
-
-
-@register("freeze")
-def freeze(site: Site, rngs: cst.BaseExpression):
-    """Freezing is a property of the update in JAX, not of the parameters: report it with the filter."""
-    return Escape("RT102", "freezing parameters: give the optimizer a filter instead, e.g. "
-                           "`nnx.Optimizer(model, tx, wrt=nnx.All(nnx.Param, nnx.Not(nnx.PathContains('backbone'))))`")

@@ -90,7 +90,12 @@ class Context:
         if name == "self":
             return (cls.layer_base,) if cls.layer_base else ()
         if name.startswith("self."):
-            kind = cls.attr_types.get(name[5:])
+            *path, last = name[5:].split(".")
+            for attr in path:  # `self.embeddings.patch_embeddings.projection`: through the file's layers
+                cls = self.facts.classes.get(cls.attr_types.get(attr, ""))
+                if cls is None:
+                    return ()
+            kind = cls.attr_types.get(last)
             return (kind,) if kind and self.rules.get("module", kind) else ()
         return ()
 

@@ -52,6 +52,7 @@ class FunctionFacts:
     written: set[str] = field(default_factory=set)  # parameters it fills in place (`tensor.uniform_(a, b)`)
     parameter_loops: set[str] = field(default_factory=set)  # `for p in m.parameters()` variables: candidates
     parameter_views: set[str] = field(default_factory=set)  # ... of them filled in place: torch-layout views
+    module_params: set[str] = field(default_factory=set)  # parameters layers pass themselves as (`f(self, x)`)
 
     def markers(self, names: set[str]) -> set[str]:
         """`names` of parameters as call sites can pass them: by keyword or position (`#0`)."""
@@ -271,6 +272,7 @@ class Analysis:
         self._external_class_args(facts)
         self._class_valued_params(facts)
         builds = self.model_call_test(facts)
+        self._module_arguments(facts)
         for func in facts.functions.values():
             func.tensor_names = self._tensor_names(func)
             func.python_names = _python_objects(func)
@@ -287,6 +289,31 @@ class Analysis:
         facts.scopes = {f.key for f in facts.functions.values() if self._builds_unseen(f, facts)}
         facts.dynamic = self.external.dynamic or bool(facts.passed_builders or facts.scopes)
         return facts
+
+    def _module_arguments(self, facts: Facts) -> None:
+        """Parameters of the file's functions that layers pass themselves as: `f(self, q, k)`, also through
+        a name bound to an expression naming `f` (`attn = REGISTRY.get_interface(impl, f)`). A layer whose
+        function reads `module.training` carries the training flag."""
+        for func in facts.functions.values():
+            cls = facts.classes.get(func.owner or "")
+            for call in func.calls if cls is not None else ():
+                positions = [i for i, a in enumerate(call.args) if not a.keyword and not a.star
+                             and dotted(a.value) == "self"]
+                for target in self._callee_functions(call, func, facts) if positions else ():
+                    names = {target.params[i] for i in positions if i < len(target.params)}
+                    target.module_params |= names
+                    cls.reads_training |= mentions(target.node.body, lambda n: isinstance(n, cst.Attribute)
+                                                   and n.attr.value == "training" and dotted(n.value) in names)
+
+    def _callee_functions(self, call: cst.Call, func: FunctionFacts, facts: Facts) -> list[FunctionFacts]:
+        """The file's module-level functions a call may reach: by name, or through a local bound to them."""
+        name = dotted(call.func) or ""
+        values = [s.value for s in _assignments(func.node) if len(s.targets) == 1
+                  and dotted(s.targets[0].target) == name]
+        found = {name}
+        for value in values:
+            mentions(value, lambda n: isinstance(n, cst.Name) and found.add(n.value))
+        return [facts.functions[n] for n in sorted(found) if n in facts.functions and facts.functions[n].owner is None]
 
     def _written_params(self, facts: Facts) -> None:
         """Parameters functions fill in place: with in-place tensor methods, `nn.init.*_`, or by passing
@@ -494,18 +521,49 @@ class Analysis:
         return names - containers
 
     def _method_receivers(self, func: FunctionFacts) -> set[str]:
-        """Parameters a Tensor method only tensors have is called on (`cos.unsqueeze(1)`, not `.to` or
-        `.float`, which other objects share): tensors everywhere in the function."""
+        """Parameters used as only tensors are: a Tensor method only tensors have called on them
+        (`cos.unsqueeze(1)`, not `.to` or `.float`, which other objects share); any Tensor method whose
+        result a torch function takes (`torch.matmul(q, key.transpose(-1, -2))`); and, once one is known, the
+        other operand of arithmetic with it (`q.float() * cos`). Tensors everywhere in the function."""
         found: set[str] = set()
 
-        def unambiguous_receiver(node: cst.CSTNode) -> bool:
+        def receiver(node: cst.CSTNode, unambiguous: bool) -> str | None:
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and isinstance(
                     node.func.value, cst.Name) and node.func.value.value in func.params:
                 rule = self.rules.get("method", node.func.attr.value)
-                if rule is not None and not rule.ambiguous and rule.receiver == "tensor":
-                    found.add(node.func.value.value)
+                if rule is not None and rule.receiver == "tensor" and not (unambiguous and rule.ambiguous):
+                    return node.func.value.value
+            return None
+
+        def seed(node: cst.CSTNode) -> bool:
+            found.update(filter(None, [receiver(node, True)]))
+            if isinstance(node, cst.Call) and (self.qualnames.get(node.func) or "").startswith("torch."):
+                found.update(filter(None, (receiver(arg.value, False) for arg in node.args)))
             return False
-        mentions(func.node.body, unambiguous_receiver)
+        mentions(func.node.body, seed)
+        return self._arithmetic_operands(func, found)
+
+    def _arithmetic_operands(self, func: FunctionFacts, found: set[str]) -> set[str]:
+        """`found` grown by the parameters standing (bare, or as a method's receiver) beside a tensor in
+        arithmetic, until nothing more is learnt."""
+        operations = []
+        mentions(func.node.body, lambda n: isinstance(n, cst.BinaryOperation) and operations.append(n) and False)
+
+        def param(side: cst.BaseExpression) -> str | None:
+            while isinstance(side, cst.Call) and isinstance(side.func, cst.Attribute):
+                side = side.func.value
+            return side.value if isinstance(side, cst.Name) and side.value in func.params else None
+
+        def tensor(side: cst.BaseExpression) -> bool:
+            return mentions(side, lambda n: (isinstance(n, cst.Name) and n.value in found)
+                            or (self.qualnames.get(n) or "").startswith("torch."))
+        size = -1
+        while size != len(found):
+            size = len(found)
+            for op in operations:
+                for side, other in ((op.left, op.right), (op.right, op.left)):
+                    if param(side) and tensor(other):
+                        found.add(param(side))
         return found
 
     def _annotated_tensors(self, node: cst.FunctionDef) -> set[str]:

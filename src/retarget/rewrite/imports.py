@@ -127,12 +127,15 @@ class _DropUnusedTorch(cst.CSTTransformer):
         if isinstance(updated.names, cst.ImportStar):
             return updated
         if not _is_torch(module):
-            return _with_names(updated, [a for a in updated.names if self._keep_alias(a)])
+            return _with_names(updated, [a for a in updated.names if self._keep_alias(a, module)])
         return _with_names(updated, [a for a in updated.names if self._keep(a, dotted(a.name))])
 
-    def _keep_alias(self, alias: cst.ImportAlias) -> bool:
+    def _keep_alias(self, alias: cst.ImportAlias, module: str | None) -> bool:
+        """A name imported from a module that is not torch's stays, unless it is torch's after all (a
+        package's re-export, `from transformers import initialization`) and nothing reads it."""
         bound = dotted(alias.asname.name) if alias.asname else dotted(alias.name)
-        return bound not in self.torch_aliases or bound in self.used
+        torch_module = module is not None and is_torch_name(f"{module}.{dotted(alias.name)}")
+        return not (bound in self.torch_aliases or torch_module) or bound in self.used
 
 
 class _HasNestedImport(cst.CSTVisitor):

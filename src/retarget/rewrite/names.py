@@ -19,13 +19,26 @@ from .scopes import BUILTINS, OTHER, Binder, bind
 # Hugging Face transformers' modeling files import (rules/transformers.toml; its config classes and
 # tokenizers are not torch code and stay transformers')
 TRANSFORMERS_RUNTIME = tuple(f"transformers.{m}" for m in (
-    "activations", "cache_utils", "generation", "integrations", "masking_utils", "modeling_layers",
+    "activations", "cache_utils", "generation", "integrations", "masking_utils", "modeling_flash_attention_utils",
+    "modeling_layers",
     "modeling_outputs", "modeling_rope_utils", "modeling_utils", "processing_utils", "pytorch_utils", "utils"))
 ROOTS = ("torch", "einops.layers.torch", *TRANSFORMERS_RUNTIME)
+# Modules that re-export another's names under theirs: rules know the names by the right-hand side
+# (transformers' `initialization` is torch.nn.init's functions, skipping weights a checkpoint filled)
+CANONICAL = {"transformers.initialization": "torch.nn.init", "transformers.utils.generic": "transformers.utils"}
+
+
+def canonical(name: str) -> str:
+    """`transformers.initialization.zeros_` -> `torch.nn.init.zeros_`; other names as they are."""
+    for module, target in CANONICAL.items():
+        if name == module or name.startswith(module + "."):
+            return target + name[len(module):]
+    return name
 
 
 def is_torch_name(name: str | None) -> bool:
     """`torch.nn.Linear`, `einops.layers.torch.Rearrange`: a name under one of the ROOTS."""
+    name = canonical(name or "")
     return bool(name) and any(name == root or name.startswith(root + ".") for root in ROOTS)
 
 
@@ -72,7 +85,7 @@ class TorchNames(cst.CSTVisitor):
         if bindings is None:
             return self._star_name(name) if head.value not in BUILTINS else None
         rest = name[len(head.value):]
-        found = sorted(t + rest for t in bindings if t is not OTHER and is_torch_name(t + rest))
+        found = sorted(canonical(t + rest) for t in bindings if t is not OTHER and is_torch_name(t + rest))
         if found:
             return found[0]
         return self.aliases.get(name) if self.aliases and any(t is not OTHER for t in bindings) else None

@@ -273,9 +273,11 @@ def runtime_layer_store(ctx: Context, original: cst.Assign, updated: cst.Assign)
 
 def _module_param(ctx: Context, node: cst.BaseExpression) -> bool:
     """A parameter of the function annotated as a torch module (`module: nn.Module`, as transformers'
-    attention functions take their layer)."""
+    attention functions take their layer), or one the file's layers pass themselves as."""
     if not isinstance(node, cst.Name) or ctx.function is None:
         return False
+    if node.value in ctx.function.module_params:  # layers pass themselves as it: `f(self, q, k, v)`
+        return True
     params = ctx.function.node.params
     for param in (*params.posonly_params, *params.params, *params.kwonly_params):
         if param.name.value == node.value and param.annotation is not None:

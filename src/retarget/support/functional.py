@@ -980,3 +980,12 @@ def embedding(ids, weight, padding_idx=None):
         return out
     padding = ids == padding_idx % weight.shape[0]
     return jnp.where(padding[..., None], jax.lax.stop_gradient(out), out)
+
+
+def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
+    """torch.unique_consecutive of the flattened input: each run of equal values once (eagerly: the
+    size depends on the values)."""
+    if return_inverse or return_counts or dim is not None:
+        raise NotImplementedError("unique_consecutive with return_inverse, return_counts or dim is not converted")
+    flat = jnp.ravel(input)
+    return flat[jnp.concatenate([jnp.ones(min(flat.size, 1), bool), flat[1:] != flat[:-1]])]

@@ -729,6 +729,21 @@ def tensor_to(x, target):
         return x
 
 
+class FrozenParam(Buffer):
+    """A parameter `requires_grad_(False)` froze: in the state and checkpoints, not trained."""
+
+
+def requires_grad_(module, requires_grad=True):
+    """torch's `module.requires_grad_(flag)`: with False its parameters become `FrozenParam`s, which
+    `nnx.grad` and `nnx.Optimizer` (both over `nnx.Param`) leave alone; True makes them parameters again."""
+    source, target = (FrozenParam, nnx.Param) if requires_grad else (nnx.Param, FrozenParam)
+    for _, layer in nnx.iter_modules(module):
+        for name, value in list(vars(layer).items()):
+            if type(value) is source:
+                setattr(layer, name, target(value.get_value()))
+    return module
+
+
 def cast_module(module, dtype):
     """Module.to(dtype) / .double() / .half() / ...: the floating parameters and buffers cast in place; the
     module is returned, as torch does. float64 needs 64-bit JAX (without it JAX would keep float32)."""

@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging as _logging
 import typing
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -162,21 +163,105 @@ class ModelOutput:
         return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
 
 
-class BaseModelOutputWithPast(ModelOutput):  # `past_key_values` until transformers 5.22, `cache` later
-    last_hidden_state: typing.Any = None
-    past_key_values: typing.Any = None
-    cache: typing.Any = None
-    hidden_states: typing.Any = None
-    attentions: typing.Any = None
+def model_output(name, fields):
+    """One of transformers' output dataclasses (`modeling_outputs`): its fields in its order, each None
+    by default; `past_key_values` is also read as `cache`, its name after transformers 5.22."""
+    fields = fields.split()
+    if "past_key_values" in fields:
+        fields.insert(fields.index("past_key_values") + 1, "cache")
+    namespace = {"__annotations__": dict.fromkeys(fields, typing.Any), **dict.fromkeys(fields)}
+    return type(name, (ModelOutput,), {"__module__": __name__, **namespace})
 
 
-class CausalLMOutputWithPast(ModelOutput):
-    loss: typing.Any = None
-    logits: typing.Any = None
-    past_key_values: typing.Any = None
-    cache: typing.Any = None
-    hidden_states: typing.Any = None
-    attentions: typing.Any = None
+BaseModelOutput = model_output("BaseModelOutput", "last_hidden_state hidden_states attentions")
+BaseModelOutputWithNoAttention = model_output("BaseModelOutputWithNoAttention", "last_hidden_state hidden_states")
+BaseModelOutputWithPooling = model_output(
+    "BaseModelOutputWithPooling", "last_hidden_state pooler_output hidden_states attentions")
+BaseModelOutputWithPoolingAndNoAttention = model_output(
+    "BaseModelOutputWithPoolingAndNoAttention", "last_hidden_state pooler_output hidden_states")
+BaseModelOutputWithPast = model_output(
+    "BaseModelOutputWithPast", "last_hidden_state past_key_values hidden_states attentions")
+BaseModelOutputWithCrossAttentions = model_output(
+    "BaseModelOutputWithCrossAttentions", "last_hidden_state hidden_states attentions cross_attentions")
+BaseModelOutputWithPoolingAndCrossAttentions = model_output(
+    "BaseModelOutputWithPoolingAndCrossAttentions", "last_hidden_state pooler_output hidden_states "
+    "past_key_values attentions cross_attentions")
+BaseModelOutputWithPastAndCrossAttentions = model_output(
+    "BaseModelOutputWithPastAndCrossAttentions", "last_hidden_state past_key_values hidden_states attentions "
+    "cross_attentions")
+MoEModelOutput = model_output(
+    "MoEModelOutput", "last_hidden_state hidden_states attentions router_probs router_logits")
+MoeModelOutputWithPast = model_output(
+    "MoeModelOutputWithPast", "last_hidden_state past_key_values hidden_states attentions router_logits")
+MoeCausalLMOutputWithPast = model_output(
+    "MoeCausalLMOutputWithPast", "loss aux_loss logits past_key_values hidden_states attentions router_logits")
+MoEModelOutputWithPastAndCrossAttentions = model_output(
+    "MoEModelOutputWithPastAndCrossAttentions", "last_hidden_state past_key_values hidden_states attentions "
+    "cross_attentions router_probs router_logits")
+Seq2SeqModelOutput = model_output(
+    "Seq2SeqModelOutput", "last_hidden_state past_key_values decoder_hidden_states decoder_attentions "
+    "cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions")
+Seq2SeqMoEModelOutput = model_output(
+    "Seq2SeqMoEModelOutput", "last_hidden_state past_key_values decoder_hidden_states decoder_attentions "
+    "decoder_router_logits cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions "
+    "encoder_router_logits")
+CausalLMOutput = model_output("CausalLMOutput", "loss logits hidden_states attentions")
+CausalLMOutputWithPast = model_output(
+    "CausalLMOutputWithPast", "loss logits past_key_values hidden_states attentions")
+CausalLMOutputWithCrossAttentions = model_output(
+    "CausalLMOutputWithCrossAttentions", "loss logits past_key_values hidden_states attentions cross_attentions")
+SequenceClassifierOutputWithPast = model_output(
+    "SequenceClassifierOutputWithPast", "loss logits past_key_values hidden_states attentions")
+MaskedLMOutput = model_output("MaskedLMOutput", "loss logits hidden_states attentions")
+Seq2SeqLMOutput = model_output(
+    "Seq2SeqLMOutput", "loss logits past_key_values decoder_hidden_states decoder_attentions cross_attentions "
+    "encoder_last_hidden_state encoder_hidden_states encoder_attentions")
+Seq2SeqMoEOutput = model_output(
+    "Seq2SeqMoEOutput", "loss logits encoder_z_loss decoder_z_loss encoder_aux_loss decoder_aux_loss "
+    "past_key_values decoder_hidden_states decoder_attentions decoder_router_logits cross_attentions "
+    "encoder_last_hidden_state encoder_hidden_states encoder_attentions encoder_router_logits")
+NextSentencePredictorOutput = model_output("NextSentencePredictorOutput", "loss logits hidden_states attentions")
+SequenceClassifierOutput = model_output("SequenceClassifierOutput", "loss logits hidden_states attentions")
+Seq2SeqSequenceClassifierOutput = model_output(
+    "Seq2SeqSequenceClassifierOutput", "loss logits past_key_values decoder_hidden_states decoder_attentions "
+    "cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions")
+MultipleChoiceModelOutput = model_output("MultipleChoiceModelOutput", "loss logits hidden_states attentions")
+TokenClassifierOutput = model_output("TokenClassifierOutput", "loss logits hidden_states attentions")
+QuestionAnsweringModelOutput = model_output(
+    "QuestionAnsweringModelOutput", "loss start_logits end_logits hidden_states attentions")
+Seq2SeqQuestionAnsweringModelOutput = model_output(
+    "Seq2SeqQuestionAnsweringModelOutput", "loss start_logits end_logits past_key_values decoder_hidden_states "
+    "decoder_attentions cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions")
+SemanticSegmenterOutput = model_output("SemanticSegmenterOutput", "loss logits hidden_states attentions")
+ImageClassifierOutput = model_output("ImageClassifierOutput", "loss logits hidden_states attentions")
+ImageClassifierOutputWithNoAttention = model_output(
+    "ImageClassifierOutputWithNoAttention", "loss logits hidden_states")
+DepthEstimatorOutput = model_output("DepthEstimatorOutput", "loss predicted_depth hidden_states attentions")
+ImageSuperResolutionOutput = model_output(
+    "ImageSuperResolutionOutput", "loss reconstruction hidden_states attentions")
+Wav2Vec2BaseModelOutput = model_output(
+    "Wav2Vec2BaseModelOutput", "last_hidden_state extract_features hidden_states attentions")
+XVectorOutput = model_output("XVectorOutput", "loss logits embeddings hidden_states attentions")
+BackboneOutput = model_output("BackboneOutput", "feature_maps hidden_states attentions")
+BaseModelOutputWithPoolingAndProjection = model_output(
+    "BaseModelOutputWithPoolingAndProjection", "last_hidden_state pooler_output hidden_states attentions "
+    "projection_state")
+Seq2SeqSpectrogramOutput = model_output(
+    "Seq2SeqSpectrogramOutput", "loss spectrogram past_key_values decoder_hidden_states decoder_attentions "
+    "cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions")
+Seq2SeqTSModelOutput = model_output(
+    "Seq2SeqTSModelOutput", "last_hidden_state past_key_values decoder_hidden_states decoder_attentions "
+    "cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions loc scale "
+    "static_features")
+Seq2SeqTSPredictionOutput = model_output(
+    "Seq2SeqTSPredictionOutput", "loss params past_key_values decoder_hidden_states decoder_attentions "
+    "cross_attentions encoder_last_hidden_state encoder_hidden_states encoder_attentions loc scale "
+    "static_features")
+SampleTSPredictionOutput = model_output("SampleTSPredictionOutput", "sequences")
+MaskedImageModelingOutput = model_output(
+    "MaskedImageModelingOutput", "loss reconstruction hidden_states attentions")
+MoECausalLMOutputWithPast = model_output(
+    "MoECausalLMOutputWithPast", "loss aux_loss logits past_key_values hidden_states attentions router_logits")
 
 
 class Cache:
@@ -203,12 +288,44 @@ class DynamicCache(Cache):
     def get_seq_length(self, layer_idx=0):
         return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
 
+    @property
+    def layers(self):
+        """Per layer, its keys and values (`cache.layers[i].keys`), as transformers' cache layers."""
+        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
+
     def tree_flatten(self):
         return (self.keys, self.values), None
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         return cls(keys=children[0], values=children[1])
+
+
+
+class CacheLayer(typing.NamedTuple):
+    keys: typing.Any
+    values: typing.Any
+
+
+@jax.tree_util.register_pytree_node_class
+class EncoderDecoderCache(Cache):
+    """The decoder's self-attention cache and its cross-attention cache (the encoder's keys and values,
+    computed once: `is_updated[layer]` says a layer has them)."""
+
+    def __init__(self, self_attention_cache, cross_attention_cache, is_updated=None):
+        self.self_attention_cache, self.cross_attention_cache = self_attention_cache, cross_attention_cache
+        self.is_updated = dict(is_updated) if is_updated is not None else {
+            i: cross_attention_cache.get_seq_length(i) > 0 for i in range(len(cross_attention_cache.keys))}
+
+    def get_seq_length(self, layer_idx=0):
+        return self.self_attention_cache.get_seq_length(layer_idx)
+
+    def tree_flatten(self):
+        return (self.self_attention_cache, self.cross_attention_cache), tuple(sorted(self.is_updated.items()))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, is_updated=dict(aux))
 
 
 def create_causal_mask(config, inputs_embeds, attention_mask, cache=None, position_ids=None, **kwargs):
@@ -304,9 +421,22 @@ class PreTrainedModel(nnx.Module):
     def __init__(self, config, *inputs, rngs=None, **kwargs):
         self.config = config
 
+    @classmethod
+    def _from_config(cls, config, *, rngs, torch_dtype=None, dtype=None, **kwargs):
+        """A model of this class built from `config` (a sub-model of a composite model, as CLIP's)."""
+        if (torch_dtype or dtype) is not None or kwargs:
+            raise NotImplementedError(f"_from_config with dtype or {sorted(kwargs)} is not converted yet")
+        return cls(config, rngs=rngs)
+
     def post_init(self):
         """torch's post_init re-initialises weights with `config.initializer_range`; the converted
-        layers start from torch's default initialisers (port a checkpoint for trained weights)."""
+        layers start from torch's default initialisers (port a checkpoint for trained weights). Weights
+        transformers ties (`_tied_weights_keys`: the output projection and the input embeddings) are
+        separate variables here: equal once a checkpoint is loaded, but training moves them apart."""
+        tied = getattr(type(self), "_tied_weights_keys", None)
+        if tied and getattr(self.config, "tie_word_embeddings", False):
+            warnings.warn(f"{type(self).__name__}: tied weights {sorted(tied)} are separate variables in the "
+                          "converted model; training updates them independently", stacklevel=2)
 
     def warn_if_padding_and_no_attention_mask(self, input_ids, attention_mask):
         """transformers only logs a warning here (padding tokens without a mask)."""
@@ -317,6 +447,42 @@ class PreTrainedModel(nnx.Module):
 
     def get_input_embeddings(self):
         return getattr(self, self.base_model_prefix, self).embed_tokens
+
+
+def apply_chunking_to_forward(forward_fn, chunk_size, chunk_dim, *input_tensors):
+    """`forward_fn` over chunks of `chunk_size` along `chunk_dim` (0: at once), the results concatenated."""
+    if chunk_size == 0:
+        return forward_fn(*input_tensors)
+    count = input_tensors[0].shape[chunk_dim] // chunk_size
+    chunks = zip(*(jnp.split(t, count, axis=chunk_dim) for t in input_tensors))
+    return jnp.concatenate([forward_fn(*c) for c in chunks], axis=chunk_dim)
+
+
+def torch_int(x):
+    """transformers' torch_int: a Python int of `x` (an integer array when traced under jit)."""
+    return x.astype(jnp.int32) if isinstance(x, jax.Array) else int(x)
+
+
+def torch_compilable_check(cond, msg, error_type=ValueError):
+    """Raise `error_type(msg)` when `cond` is false; under jit (a traced condition) the check is skipped,
+    as torch.compile only takes it as a hint."""
+    cond = cond() if callable(cond) else cond
+    if isinstance(cond, jax.core.Tracer):
+        return
+    if not bool(cond):
+        raise error_type(msg() if callable(msg) else msg)
+
+
+class OutputRecorder:
+    """What transformers records per layer when hidden states or attentions are asked for (see
+    `capture_outputs`: not converted yet, so only kept)."""
+
+    def __init__(self, target_class, index=0, layer_name=None, class_name=None):
+        self.target_class, self.index, self.layer_name, self.class_name = target_class, index, layer_name, class_name
+
+
+DUMMY_INPUTS = [[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]]
+DUMMY_MASK = [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
 
 
 class GradientCheckpointingLayer(nnx.Module):

@@ -1,0 +1,64 @@
+"""The Flax side of Hugging Face's `from_pretrained`: a model directory's checkpoint into a converted model.
+
+`save_pretrained` writes `config.json` and the weights as `model.safetensors` (or shards with a
+`model.safetensors.index.json`), leaving out the keys a model ties to others (`lm_head.weight` is the
+input embedding's, per the class's `_tied_weights_keys`). `load_pretrained` reads that checkpoint one
+tensor at a time through the same lazy readers as `retarget weights`, fills each tied key from its
+source, and checks the fit as `port_weights` does: every variable filled, every tensor used.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .checkpoint import TensorSource, open_checkpoint
+from .port import _converted_values, check_fit, plan
+from .safetensors_io import CheckpointError
+
+CHECKPOINT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_file(directory: Path) -> Path:
+    """The weights file of a model directory, or a CheckpointError naming what it holds."""
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a model directory (expected the folder `save_pretrained` wrote)")
+    for name in CHECKPOINT_FILES:
+        if (directory / name).exists():
+            return directory / name
+    held = sorted(p.name for p in directory.iterdir())[:10]
+    raise CheckpointError(f"{directory}: no {', '.join(CHECKPOINT_FILES)} (it holds {held})")
+
+
+def with_tied(source: TensorSource, tied: dict[str, str], needed: set[str]) -> TensorSource:
+    """`source` where each key the checkpoint left out as tied reads the tensor it is tied to."""
+    aliases = {target: origin for target, origin in tied.items()
+               if target in needed and target not in source.infos and origin in source.infos}
+    if not aliases:
+        return source
+    infos = {**source.infos, **{t: source.infos[o] for t, o in aliases.items()}}
+    renamed = {**source.renamed, **{t: source.renamed.get(o, o) for t, o in aliases.items()}}
+    return dataclasses.replace(source, infos=infos, renamed=renamed)
+
+
+def load_pretrained(directory: str | Path, model: nnx.Module) -> nnx.Module:
+    """Fill `model` (a converted transformers model, built from the directory's config) in place from
+    the directory's checkpoint, and return it. WeightsError lists whatever does not fit."""
+    source = open_checkpoint(checkpoint_file(Path(directory)))
+    try:
+        entries, unmapped = plan(model)
+        source = with_tied(source, dict(getattr(model, "_tied_weights_keys", None) or {}), {e.source for e in entries})
+        check_fit(entries, {key: info[1] for key, info in source.infos.items()}, unmapped)
+        groups: dict[int, list] = {}
+        for entry in entries:
+            groups.setdefault(id(entry.variable), []).append(entry)
+        for group in groups.values():
+            variable = group[0].variable
+            value = _converted_values(group, {e.source: source.read(e.source) for e in group})[id(variable)]
+            variable[...] = jnp.asarray(np.array(value, dtype=variable.dtype))
+    finally:
+        source.close()
+    return model
