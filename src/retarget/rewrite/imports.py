@@ -22,6 +22,7 @@ KNOWN_IMPORTS = {
     "partial": "from functools import partial",
     "typing": "import typing",
     "os": "import os",
+    "warnings": "import warnings",
     "Counter": "from collections import Counter",
     "NamedTuple": "from typing import NamedTuple",
     "np": "import numpy as np",
@@ -38,7 +39,7 @@ KNOWN_IMPORTS = {
     "urllib": "import urllib.request",
     "einops": "import einops",
 }
-ORDER = ["_logging", "dataclasses", "functools", "inspect", "math", "os", "pickle", "re", "struct", "threading", "urllib", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
+ORDER = ["_logging", "dataclasses", "functools", "inspect", "math", "os", "pickle", "re", "struct", "threading", "urllib", "warnings", "zipfile", "Counter", "dataclass", "partial", "Path", "typing", "NamedTuple",
          "einops", "ml_dtypes", "np", "jax", "jnp", "nnx", "optax"]
 
 
