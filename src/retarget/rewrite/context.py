@@ -90,14 +90,17 @@ class Context:
         if name == "self":
             return (cls.layer_base,) if cls.layer_base else ()
         if name.startswith("self."):
-            *path, last = name[5:].split(".")
-            for attr in path:  # `self.embeddings.patch_embeddings.projection`: through the file's layers
-                cls = self.facts.classes.get(cls.attr_types.get(attr, ""))
-                if cls is None:
-                    return ()
-            kind = cls.attr_types.get(last)
+            kind = cls.attr_types.get(name[5:]) or self._nested_type(cls, name[5:].split("."))
             return (kind,) if kind and self.rules.get("module", kind) else ()
         return ()
+
+    def _nested_type(self, cls, path: list[str]) -> str | None:
+        """`self.embeddings.patch_embeddings.projection`: the type through the file's own layers."""
+        for attr in path[:-1]:
+            cls = self.facts.classes.get(cls.attr_types.get(attr, ""))
+            if cls is None:
+                return None
+        return cls.attr_types.get(path[-1])
 
     def layer_rules(self, node: cst.BaseExpression) -> list[Rule]:
         return [self.rules.get("module", kind) for kind in self.layer_types(node)]
