@@ -212,9 +212,10 @@ def test_attention_dropout_in_training_asks_for_rngs(converted):
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
-def test_greedy_generation_gives_torchs_tokens(converted, name):
-    """`generate(do_sample=False)`: 32 new tokens, each step jitted against the key/value cache, the
-    same ids as torch's `model.generate`, with a left-padded row (positions count from its first token)."""
+def test_greedy_generation_gives_torchs_tokens(converted, name, monkeypatch):
+    """`generate(do_sample=False)`: 32 new tokens, each step jitted against a fixed-size key/value cache
+    (compiled twice in all), the same ids as torch's `model.generate`, with a left-padded row
+    (positions count from its first token)."""
     config_class, model_class, overrides = MODELS[name]
     config = getattr(transformers, config_class)(**{**TINY, **overrides}, eos_token_id=2, pad_token_id=0, bos_token_id=1)
     torch.manual_seed(0)
@@ -228,7 +229,12 @@ def test_greedy_generation_gives_torchs_tokens(converted, name):
     with torch.no_grad():
         expected = torch_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                                         max_new_tokens=32, do_sample=False).numpy()
+    runtime = sys.modules[f"{name}._torch_compat"]
+    traces = []
+    step = runtime._greedy_step
+    monkeypatch.setattr(runtime, "_greedy_step", lambda *a: traces.append(1) or step(*a))  # runs when traced
     got = model.generate(jnp.asarray(ids), attention_mask=jnp.asarray(mask), max_new_tokens=32)
+    assert len(traces) == 2  # the fixed-size cache: one compilation for the prompt, one for a token
     assert expected.shape == (2, 37)
     np.testing.assert_array_equal(np.asarray(got), expected)
     with pytest.raises(NotImplementedError, match="greedy decoding only"):

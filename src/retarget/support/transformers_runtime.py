@@ -302,6 +302,44 @@ class DynamicCache(Cache):
 
 
 
+@jax.tree_util.register_pytree_node_class
+class StaticCache(Cache):
+    """Keys and values in buffers of a fixed length (`max_cache_len`), each layer writing its new
+    positions after those it holds: the arrays keep their shapes from step to step, so a jitted
+    decoding step compiles once. Masks cover the whole buffer; slots not written yet lie in the
+    future of every query, so causality masks them."""
+
+    def __init__(self, config=None, max_cache_len=None, keys=None, values=None, lengths=None, **kwargs):
+        self.max_cache_len = max_cache_len
+        self.keys, self.values, self.lengths = list(keys or []), list(values or []), list(lengths or [])
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx == len(self.keys):
+            shape = (*key_states.shape[:-2], self.max_cache_len, key_states.shape[-1])
+            self.keys.append(jnp.zeros(shape, key_states.dtype))
+            self.values.append(jnp.zeros((*shape[:-1], value_states.shape[-1]), value_states.dtype))
+            self.lengths.append(jnp.zeros((), jnp.int32))
+        at = self.lengths[layer_idx]
+        self.keys[layer_idx] = jax.lax.dynamic_update_slice_in_dim(self.keys[layer_idx], key_states, at, axis=-2)
+        self.values[layer_idx] = jax.lax.dynamic_update_slice_in_dim(self.values[layer_idx], value_states, at, axis=-2)
+        self.lengths[layer_idx] = at + key_states.shape[-2]
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx=0):
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    @property
+    def layers(self):
+        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
+
+    def tree_flatten(self):
+        return (self.keys, self.values, self.lengths), self.max_cache_len
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(max_cache_len=aux, keys=children[0], values=children[1], lengths=children[2])
+
+
 class CacheLayer(typing.NamedTuple):
     keys: typing.Any
     values: typing.Any
@@ -361,11 +399,12 @@ def _additive_mask(inputs_embeds, attention_mask, cache, window, kwargs):
     cache = cache if cache is not None else kwargs.get("past_key_values")  # its name until transformers 5.22
     batch, length = inputs_embeds.shape[:2]
     past = cache.get_seq_length() if cache is not None else 0
-    query, key = past + jnp.arange(length)[:, None], jnp.arange(past + length)[None, :]
+    width = getattr(cache, "max_cache_len", None) or past + length  # a static cache: its whole buffer
+    query, key = past + jnp.arange(length)[:, None], jnp.arange(width)[None, :]
     allowed = key <= query if window is None else (key <= query) & (query - key < window)
-    allowed = jnp.broadcast_to(allowed[None, None], (batch, 1, length, past + length))
+    allowed = jnp.broadcast_to(allowed[None, None], (batch, 1, length, width))
     if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, :].astype(bool)
+        allowed = allowed & attention_mask[:, None, None, :width].astype(bool)
     return jnp.where(allowed, 0.0, jnp.finfo(inputs_embeds.dtype).min).astype(inputs_embeds.dtype)
 
 
@@ -494,21 +533,23 @@ class GradientCheckpointingLayer(nnx.Module):
 
 class GenerationMixin:
     """transformers' `generate`, greedy decoding (`do_sample=False`, one beam): the prompt once, then one
-    token per step against the key/value cache, each step jitted (`nnx.jit`; the cache grows, so a
-    step compiles once per length). Positions and the padding mask follow transformers' (left padding
-    counts from each row's first token); rows that emitted an end token continue with the pad token."""
+    token per step against a key/value cache of fixed length (`StaticCache`), so the jitted step
+    (`nnx.jit`) compiles twice in all: for the prompt and for one token. Positions and the padding mask
+    follow transformers' (left padding counts from each row's first token); rows that emitted an end
+    token continue with the pad token."""
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, num_beams=1,
                  eos_token_id=None, pad_token_id=None, **kwargs):
         if do_sample or num_beams != 1 or kwargs:
             raise NotImplementedError(f"generate() converts greedy decoding only (got do_sample={do_sample}, "
                                       f"num_beams={num_beams}, {sorted(kwargs)})")
-        mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
+        prompt = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
         ends = _token_set(self.config.eos_token_id if eos_token_id is None else eos_token_id)
         pad = _first_token(self.config.pad_token_id if pad_token_id is None else pad_token_id, ends)
-        positions = jnp.where(mask == 0, 0, jnp.cumsum(mask, axis=-1) - 1)
+        positions = jnp.where(prompt == 0, 0, jnp.cumsum(prompt, axis=-1) - 1)
+        mask = jnp.concatenate([prompt, jnp.ones((prompt.shape[0], max_new_tokens), prompt.dtype)], axis=-1)
         step = nnx.jit(_greedy_step)
-        tokens, cache = input_ids, DynamicCache(config=self.config)
+        tokens, cache = input_ids, StaticCache(config=self.config, max_cache_len=mask.shape[-1])
         done = jnp.zeros(input_ids.shape[0], bool)
         sequences = input_ids
         for _ in range(max_new_tokens):
@@ -518,8 +559,7 @@ class GenerationMixin:
             done = done | jnp.isin(token, jnp.asarray(ends or [-1]))
             if ends and bool(done.all()):
                 break
-            tokens, mask = token[:, None], jnp.concatenate([mask, jnp.ones_like(token[:, None])], axis=-1)
-            positions = positions[:, -1:] + 1
+            tokens, positions = token[:, None], positions[:, -1:] + 1
         return sequences
 
 
