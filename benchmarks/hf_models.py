@@ -5,8 +5,9 @@ convert` the directory into a package; take its config class with its own defaul
 sizes 32, 2 layers, 4 heads, vocabulary 64, ...); build the torch model (`<X>ForCausalLM`, else
 `<X>Model`) and the converted one from the same config object; port the torch state dict with
 `retarget.port_weights`; run both on the same token ids with a padding mask and compare the first
-output (logits, else the last hidden state) eagerly at rtol=atol=1e-4. Models whose forward takes
-no `input_ids` (vision, audio, multimodal) are counted apart. Each model runs in its own process
+output (logits, else the last hidden state) eagerly at rtol=atol=1e-4; encoder-decoders get decoder
+ids too, image models (a forward taking `pixel_values`) images at the config's (shrunk) size. Audio,
+video and text-with-image models are counted apart. Each model runs in its own process
 with a time limit; the report lists every failure with its cause and closes with the totals.
 
     python benchmarks/hf_models.py [--only REGEX] [--work DIR] [--json FILE] [--timeout S]
@@ -30,7 +31,7 @@ SHRINK = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "n
           "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 48,
           "decoder_ffn_dim": 48, "moe_intermediate_size": 16, "num_experts": 4, "num_local_experts": 4,
           "num_experts_per_tok": 2, "kv_lora_rank": 8, "q_lora_rank": 8, "qk_rope_head_dim": 4,
-          "qk_nope_head_dim": 4, "v_head_dim": 8, "sliding_window": 4}
+          "qk_nope_head_dim": 4, "v_head_dim": 8, "sliding_window": 4, "image_size": 32, "patch_size": 4}
 TOL = 1e-4
 
 
@@ -82,17 +83,15 @@ def check(name: str, work: Path, result: dict) -> dict:
     config_class, model_name = _classes(torch_module, name)
     if model_name is None or config_class is None:
         return {**result, "stage": "no text model class"}
-    if "input_ids" not in inspect.signature(getattr(torch_module, model_name).forward).parameters:
-        return {**result, "stage": "not a text model", "model": model_name}
-    result.update(stage="torch", model=model_name)
     config = tiny_config(config_class)
+    inputs = model_inputs(inspect.signature(getattr(torch_module, model_name).forward).parameters, config)
+    if inputs is None:
+        return {**result, "stage": "not a text or image model", "model": model_name}
+    result.update(stage="torch", model=model_name)
     torch.manual_seed(0)
     torch_model = getattr(torch_module, model_name)(config).eval()
-    ids = np.random.default_rng(0).integers(1, 64, (2, 7))
-    mask = np.ones((2, 7), np.int64)
-    mask[1, :2] = 0
     with torch.no_grad():
-        expected = _first(torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)))
+        expected = _first(torch_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}))
     result["stage"] = "build"
     sys.path.insert(0, str(work / "out"))
     from flax import nnx
@@ -104,9 +103,27 @@ def check(name: str, work: Path, result: dict) -> dict:
     retarget.port_weights(torch_model.state_dict(), model)
     model.eval()
     result["stage"] = "run"
-    got = _first(model(input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    got = _first(model(**{k: jnp.asarray(v) for k, v in inputs.items()}))
     error = float(np.max(np.abs(np.asarray(got, np.float64) - expected.numpy()) / (TOL + TOL * np.abs(expected.numpy()))))
     return {**result, "stage": "done", "error": error, "equal": error <= 1.0}
+
+
+def model_inputs(params, config) -> dict | None:
+    """Token ids with a left-padded row (and decoder ids for encoder-decoders), or images at the
+    config's size; None for other models (audio, video, text and image together)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    if "input_ids" in params and "pixel_values" not in params:
+        mask = np.ones((2, 7), np.int64)
+        mask[1, :2] = 0
+        inputs = {"input_ids": rng.integers(1, 64, (2, 7)), "attention_mask": mask}
+        if "decoder_input_ids" in params:
+            inputs["decoder_input_ids"] = rng.integers(1, 64, (2, 5))
+        return inputs
+    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", 3)
+    if "pixel_values" in params and "input_ids" not in params and isinstance(size, int):
+        return {"pixel_values": rng.normal(size=(2, channels, size, size)).astype(np.float32)}
+    return None
 
 
 def _first(output):
@@ -143,7 +160,7 @@ def worker(name: str, work: Path) -> None:
 
 
 def report(records: list[dict]) -> None:
-    skipped = ("no text model class", "not a text model", "torch", "timeout", "convert")
+    skipped = ("no text model class", "not a text or image model", "torch", "timeout", "convert")
     text = [r for r in records if r.get("stage") not in skipped]  # torch's own model ran at the tiny size
     for r in records:
         verdict = "equal" if r.get("equal") else r.get("stage")
@@ -153,8 +170,8 @@ def report(records: list[dict]) -> None:
     built = sum(r.get("stage") in ("port", "run", "done") for r in text)
     converted = sum(r.get("exit") in (0, 1) for r in records)
     unmeasured = sum(r.get("stage") == "torch" for r in records)
-    print(f"\nTOTAL {len(records)} model directories: converted {converted}; text models torch runs at the tiny "
-          f"size {len(text)} ({unmeasured} more fail in torch at the shrunk config): built {built}, "
+    print(f"\nTOTAL {len(records)} model directories: converted {converted}; text and image models torch runs at "
+          f"the tiny size {len(text)} ({unmeasured} more fail in torch at the shrunk config): built {built}, "
           f"equal {equal} ({100 * equal / max(len(text), 1):.0f}%)")
     causes: dict[str, int] = {}
     for r in text:
