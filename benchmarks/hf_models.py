@@ -92,6 +92,8 @@ def check(name: str, work: Path, result: dict) -> dict:
     torch_model = getattr(torch_module, model_name)(config).eval()
     with torch.no_grad():
         expected = _first(torch_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}))
+    if float(expected.abs().max()) < 1e-6:  # nothing to compare (a CNN's features vanish at the tiny size)
+        return {**result, "stage": "torch", "cause": "torch's output is zero at the shrunk config"}
     result["stage"] = "build"
     sys.path.insert(0, str(work / "out"))
     from flax import nnx
@@ -120,8 +122,9 @@ def model_inputs(params, config) -> dict | None:
         if "decoder_input_ids" in params:
             inputs["decoder_input_ids"] = rng.integers(1, 64, (2, 5))
         return inputs
-    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", 3)
-    if "pixel_values" in params and "input_ids" not in params and isinstance(size, int):
+    size, channels = getattr(config, "image_size", 32), getattr(config, "num_channels", 3)
+    size = size if isinstance(size, int) else 32  # CNN configs name no size: any image runs
+    if "pixel_values" in params and "input_ids" not in params and isinstance(channels, int):
         return {"pixel_values": rng.normal(size=(2, channels, size, size)).astype(np.float32)}
     return None
 

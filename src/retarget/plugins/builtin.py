@@ -64,6 +64,15 @@ def nonzero(site: Site, rngs: cst.BaseExpression):
     return cst.Call(cst.parse_expression("jnp.nonzero" if as_tuple else "jnp.argwhere"), [cst.Arg(tensor)])
 
 
+@register("einsum_operands")
+def einsum_operands(site: Site, rngs: cst.BaseExpression):
+    """`torch.einsum(eq, [a, b])`: torch also takes the operands as one list; `jnp.einsum` only as arguments."""
+    operands = site.bound.get("operands") or []
+    if len(operands) == 1 and not operands[0].star and isinstance(operands[0].value, (cst.List, cst.Tuple)):
+        return render(site, {**site.bound, "operands": [cst.Arg(e.value) for e in operands[0].value.elements]}, rngs)
+    return render(site, site.bound, rngs)
+
+
 @register("buffer", consumes=("persistent",))
 def buffer(site: Site, rngs: cst.BaseExpression):
     """`nn.Buffer(t)` -> `Buffer(t)`; `nn.Buffer(t, persistent=False)` (not in torch's state dict, as

@@ -110,6 +110,20 @@ def _bound_names(target: cst.BaseExpression) -> set[str]:
 
 # a dict, list or set display holds tensors; it is not one (`d[k] = v` stays a Python item write)
 CONTAINER_DISPLAYS = (cst.Dict, cst.List, cst.Set, cst.DictComp, cst.ListComp, cst.SetComp)
+PYTHON_BUILDERS = {"list", "tuple", "dict", "set", "len", "int", "float", "bool", "str", "range", "sorted"}
+SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+
+
+def python_value(node: cst.BaseExpression) -> bool:
+    """A value that is a Python object whatever tensors it is computed from: a container display,
+    `list(x.shape)`, `[(0, 0)] * x.ndim`, `x.shape`."""
+    if isinstance(node, CONTAINER_DISPLAYS):
+        return True
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name):
+        return node.func.value in PYTHON_BUILDERS
+    if isinstance(node, cst.BinaryOperation):
+        return isinstance(node.left, CONTAINER_DISPLAYS) or isinstance(node.right, CONTAINER_DISPLAYS)
+    return isinstance(node, cst.Attribute) and node.attr.value in SHAPE_ATTRIBUTES
 
 
 class External:
@@ -511,7 +525,7 @@ class Analysis:
             bound = _bound_names(target) if target is not None else set()
             if isinstance(target, cst.Subscript):
                 bound -= containers
-            if isinstance(stmt.value, CONTAINER_DISPLAYS):  # `masks = {"full": create_causal_mask(...)}`
+            if python_value(stmt.value):  # `masks = {"full": create_causal_mask(...)}`, `shape = list(x.shape)`
                 names -= bound
                 continue
             if bound and mentions(stmt.value, lambda n: n in self.qualnames or _reads(n, names) or _layer_call(n)):

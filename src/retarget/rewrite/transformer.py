@@ -300,6 +300,9 @@ class Converter(cst.CSTTransformer):
         qual = self.ctx.qualnames.get(original)
         if qual is not None:
             return self._torch_reference(original, updated, qual)
+        if original.attr.value == "type" and isinstance(updated.value, cst.Name) and updated.value.value == "None" \
+                and isinstance(original.value, cst.Attribute) and original.value.attr.value == "device":
+            return cst.parse_expression("jax.default_backend()")  # `x.device.type`: where JAX runs ("cpu", "gpu")
         prop = self.ctx.rules.get("property", original.attr.value)
         # ambiguous properties (`.data`, `.device`) are tensors' only inside model code or on known tensors
         if prop and (self.ctx.module_class is not None or not prop.ambiguous or self._tensor_receiver(

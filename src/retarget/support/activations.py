@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .functional import embedding, hardshrink, softmin, softplus, softshrink, tanhshrink, torch_threshold
-from .layers import default_rngs, torch_bias_init, torch_kernel_init
+from .layers import FrozenParam, default_rngs, torch_bias_init, torch_kernel_init
 
 
 class _Activation(nnx.Module):
@@ -171,15 +171,24 @@ class TorchLayerNorm(nnx.LayerNorm):
 
 
 class TorchEmbedding(nnx.Embed):
-    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`). As in torch, the
-    `padding_idx` row starts at zero and lookups of it pass it no gradient."""
+    """nnx.Embed with torch's constructor signature (`embed_layer=nn.Embedding`, subclasses calling
+    `super().__init__(n, d, _freeze=True)`). As in torch, the `padding_idx` row starts at zero (unless
+    `_weight` gives the table) and lookups of it pass it no gradient; `_freeze=True` makes the table a
+    `FrozenParam` (not trained)."""
 
     @default_rngs
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, rngs: nnx.Rngs):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, *, rngs: nnx.Rngs):
+        if max_norm is not None or scale_grad_by_freq:
+            raise NotImplementedError("nn.Embedding with max_norm or scale_grad_by_freq is not converted")
         super().__init__(num_embeddings, embedding_dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
-        if self.padding_idx is not None:
+        if _weight is not None:
+            self.embedding[...] = jnp.asarray(_weight, self.embedding.dtype)
+        elif self.padding_idx is not None:
             self.embedding[...] = self.embedding[...].at[self.padding_idx].set(0.0)
+        if _freeze:
+            self.embedding = FrozenParam(self.embedding.get_value())
 
     def __call__(self, inputs):
         return embedding(inputs, self.embedding[...], self.padding_idx)

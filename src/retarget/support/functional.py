@@ -989,3 +989,11 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         raise NotImplementedError("unique_consecutive with return_inverse, return_counts or dim is not converted")
     flat = jnp.ravel(input)
     return flat[jnp.concatenate([jnp.ones(min(flat.size, 1), bool), flat[1:] != flat[:-1]])]
+
+
+def torch_tensor_new(*args):
+    """`torch.Tensor(...)`: float32 data from a sequence or array, or with integer sizes an
+    uninitialised array of that shape (zeros here)."""
+    if len(args) == 1 and not isinstance(args[0], int):
+        return jnp.asarray(args[0], jnp.float32)
+    return jnp.zeros(args, jnp.float32)

@@ -516,8 +516,9 @@ class OutputRecorder:
     """What transformers records per layer when hidden states or attentions are asked for (see
     `capture_outputs`: not converted yet, so only kept)."""
 
-    def __init__(self, target_class, index=0, layer_name=None, class_name=None):
+    def __init__(self, target_class, index=0, layer_name=None, class_name=None, **options):
         self.target_class, self.index, self.layer_name, self.class_name = target_class, index, layer_name, class_name
+        self.options = options
 
 
 DUMMY_INPUTS = [[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]]
