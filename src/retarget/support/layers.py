@@ -662,6 +662,17 @@ class CircularPad3d(_PadNd):
     ndim, mode = 3, "circular"
 
 
+def torch_add_module(container, name, module):
+    """`container.add_module(name, module)`: a child by name; on a list of layers (`nn.ModuleList`),
+    appended, as its next index names it (`add_module(str(i), stage)`)."""
+    if isinstance(container, nnx.List):
+        if str(name) != str(len(container)):
+            raise ValueError(f"add_module({name!r}) on a list of {len(container)} layers: only the next index appends")
+        container.append(module)
+    else:
+        setattr(container, name, module)
+
+
 class NamedSequential(nnx.Module):
     """nn.Sequential whose children keep torch's names (so checkpoint keys match): built from an
     OrderedDict, from positional layers ("0", "1", ...), or grown by add_module / attribute
