@@ -172,7 +172,8 @@ def test_frozen_layer_is_not_a_parameter(converted):
     assert "embed_positions" in str(nnx.state(model).flat_state())
 
 
-@pytest.mark.parametrize("name, shard", [("gpt2", None), ("llama", "20KB")])
+@pytest.mark.parametrize("name, shard", [("gpt2", None), ("llama", "20KB"), ("mistral", None), ("qwen2", None),
+                                         ("gemma", None), ("phi3", None)])
 def test_save_pretrained_folder_loads_in_one_call(converted, tmp_path, name, shard):
     """`save_pretrained` writes config.json and model.safetensors (GPT-2 without its tied `lm_head`), or
     shards and an index; the config class reads the folder, `retarget.load_pretrained` the weights."""
