@@ -403,3 +403,16 @@ def test_an_in_place_chain_across_lines_with_comments_computes_torchs_numbers():
     step = np.array([[0], [5], [7]], np.int64) + 1
     expected = torch_mod.equalize(torch.from_numpy(hist), torch.from_numpy(step)).numpy()
     np.testing.assert_array_equal(np.asarray(flax_mod.equalize(hist, step)), expected)
+
+
+def test_module_list_stages_frozen_layers_and_parameter_iterator():
+    """`add_module(str(i), ...)` on a ModuleList appends (BiT's encoder); `layer.requires_grad_(False)` and
+    `nn.Embedding(_weight=..., _freeze=True)` keep their tables out of the `nnx.Param`s (still ported);
+    `next(self.parameters())`; `list(x.shape)` written as a list; `torch.einsum(eq, [a, b])`; `x.device.type`."""
+    import jax
+    matches_torch("stages_and_frozen.py", "build", (4, 8))
+    _, flax_mod, _ = convert_pair("stages_and_frozen.py")
+    model = flax_mod.build(rngs=nnx.Rngs(0))
+    assert len(model.stages) == 3
+    trained = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))}
+    assert not any("gate" in p or "positions" in p for p in trained) and any("stages" in p for p in trained)
