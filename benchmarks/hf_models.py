@@ -76,7 +76,7 @@ def check(name: str, work: Path, result: dict) -> dict:
     out = work / "out" / name
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "retarget.cli", "convert",
-                           str(Path(transformers.__file__).parent / "models" / name), "-o", str(out), "-q"],
+                           str(Path(transformers.__file__).parent / "models" / name), "-o", str(out)],
                           capture_output=True, text=True)
     result.update(exit=done.returncode, escapes=len(re.findall(r": RT\d+ ", done.stderr)),
                   convert_seconds=round(time.perf_counter() - start, 1))
