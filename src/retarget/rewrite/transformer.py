@@ -54,6 +54,7 @@ class Converter(cst.CSTTransformer):
         self.elifs = prepass.elifs
         self.assign_targets = prepass.assign_targets
         self.rebinding = prepass.rebinding
+        self.dtype_lookups = prepass.dtype_lookups
         self.builds_module = ctx.analysis.model_call_test(ctx.facts)
 
     # -- escape-hatch comments, one frame per statement ----------------------
@@ -318,6 +319,8 @@ class Converter(cst.CSTTransformer):
         qual = self.ctx.qualnames.get(original)
         if qual is None or original in self.call_funcs:
             return updated
+        if qual == "torch" and original in self.dtype_lookups:
+            return cst.Name("jnp")  # `getattr(torch, "bfloat16")` -> `getattr(jnp, "bfloat16")`: the same dtype
         return self._torch_reference(original, updated, qual)
 
     def _torch_reference(self, original, updated, qual: str) -> cst.BaseExpression:
@@ -418,6 +421,7 @@ class Prepass(cst.CSTVisitor):
         self.rebinding: set = set()  # `x = x.op_(...)`: in-place calls whose result re-binds their receiver
         self.stores: set = set()  # attributes written (assigned, deleted, loop targets), not read
         self.lone_targets: set = set()  # the target of a one-target `=` statement
+        self.dtype_lookups: set = set()  # `torch` in `getattr(torch, config.router_dtype)`: a dtype by name
         self._annotations = 0
         self._functions = 0  # inside a function: its imports are its own (timm's `import jax.numpy` in a loader)
 
@@ -495,6 +499,9 @@ class Prepass(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         self.call_funcs.add(node.func)
+        if dotted(node.func) == "getattr" and len(node.args) == 2 and dotted(node.args[0].value) \
+                and (dotted(node.args[1].value) or "").lower().endswith("dtype"):
+            self.dtype_lookups.add(node.args[0].value)
         if dotted(node.func) == "isinstance" and len(node.args) == 2:
             kinds = node.args[1].value
             elements = kinds.elements if isinstance(kinds, cst.Tuple) else [cst.Element(kinds)]
