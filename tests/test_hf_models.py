@@ -258,3 +258,27 @@ def test_every_act2fn_entry_is_transformers_activation():
     for name, function in runtime.ACT2FN.items():
         expected = torch_act2fn[name](torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(np.asarray(function(jnp.asarray(x))), expected, rtol=1e-5, atol=3e-6, err_msg=name)
+
+
+def test_every_output_class_has_transformers_fields_and_a_rule():
+    """Each output dataclass of `transformers.modeling_outputs`: a definition of the same name in the
+    support module with the same fields in the same order (plus `cache` beside `past_key_values`), and a rule."""
+    import dataclasses
+    import inspect
+
+    from transformers import modeling_outputs
+    from transformers.utils import ModelOutput
+
+    from retarget.helper_index import SUPPORT_DIR
+    from retarget.rules import default_rules
+    spec = importlib.util.spec_from_file_location("runtime_outputs", SUPPORT_DIR / "transformers_runtime.py")
+    runtime = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime)
+    rules = default_rules()
+    classes = {n: c for n, c in vars(modeling_outputs).items() if inspect.isclass(c) and issubclass(c, ModelOutput)
+               and c.__module__ == modeling_outputs.__name__}
+    assert len(classes) == 43
+    for name, cls in classes.items():
+        ours = [f.name for f in dataclasses.fields(getattr(runtime, name)) if f.name != "cache"]
+        assert ours == [f.name for f in dataclasses.fields(cls)], name
+        assert rules.get("attribute", f"transformers.modeling_outputs.{name}").templates[0].text == name
