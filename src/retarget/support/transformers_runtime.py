@@ -477,6 +477,12 @@ class PreTrainedModel(nnx.Module):
             warnings.warn(f"{type(self).__name__}: tied weights {sorted(tied)} are separate variables in the "
                           "converted model; training updates them independently", stacklevel=2)
 
+    @property
+    def dtype(self):
+        """The dtype of the model's floating-point parameters (torch: `model.dtype`)."""
+        floats = [v.dtype for v in jax.tree.leaves(nnx.state(self, nnx.Param)) if jnp.issubdtype(v.dtype, jnp.floating)]
+        return floats[0] if floats else jnp.float32
+
     def warn_if_padding_and_no_attention_mask(self, input_ids, attention_mask):
         """transformers only logs a warning here (padding tokens without a mask)."""
 
