@@ -267,6 +267,11 @@ MoECausalLMOutputWithPast = model_output(
 class Cache:
     """transformers' cache base class (a type for annotations and isinstance checks)."""
 
+    @property
+    def layers(self):
+        """Per layer, its keys and values (`cache.layers[i].keys`), as transformers' cache layers."""
+        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
+
 
 @jax.tree_util.register_pytree_node_class
 class DynamicCache(Cache):
@@ -287,11 +292,6 @@ class DynamicCache(Cache):
 
     def get_seq_length(self, layer_idx=0):
         return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
-
-    @property
-    def layers(self):
-        """Per layer, its keys and values (`cache.layers[i].keys`), as transformers' cache layers."""
-        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
 
     def tree_flatten(self):
         return (self.keys, self.values), None
@@ -327,10 +327,6 @@ class StaticCache(Cache):
 
     def get_seq_length(self, layer_idx=0):
         return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
-
-    @property
-    def layers(self):
-        return [CacheLayer(k, v) for k, v in zip(self.keys, self.values)]
 
     def tree_flatten(self):
         return (self.keys, self.values, self.lengths), self.max_cache_len

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from .checkpoint import TensorSource, open_checkpoint, renamed
+from .convert import _groups
 from .port import _converted_values, check_fit, plan
 from .safetensors_io import CheckpointError
 
@@ -61,16 +62,15 @@ def renamings(model: nnx.Module) -> list:
     prefix = getattr(model, "base_model_prefix", "") or ""
     for path, sub in nnx.iter_modules(model):
         config = getattr(sub, "config", None)
-        names = [type(sub).__name__, getattr(config, "model_type", None)]
-        mapping = next((conversion_mapping.get_checkpoint_conversion_mapping(n) for n in names
-                        if n and n not in seen and conversion_mapping.get_checkpoint_conversion_mapping(n)), None)
-        if config is None or mapping is None:
+        names = [n for n in (type(sub).__name__, getattr(config, "model_type", None)) if n and n not in seen]
+        mappings = (conversion_mapping.get_checkpoint_conversion_mapping(n) for n in names)
+        mapping = next((m for m in mappings if m), None) if config is not None else None
+        if mapping is None:
             continue
-        seen.update(n for n in names if n)
-        for transform in mapping:
-            if path:
-                transform.scope_prefix = ".".join(map(str, path)).removeprefix(prefix).removeprefix(".")
-                transform.base_model_prefix = prefix
+        seen.update(names)
+        for transform in mapping if path else ():
+            transform.scope_prefix = ".".join(map(str, path)).removeprefix(prefix).removeprefix(".")
+            transform.base_model_prefix = prefix
         found.extend(mapping)
     found.extend(conversion_mapping.get_checkpoint_conversion_mapping("legacy") or [])
     return [t for t in found if isinstance(t, WeightRenaming)]
@@ -98,10 +98,7 @@ def load_pretrained(directory: str | Path, model: nnx.Module) -> nnx.Module:
         source = renamed_keys(source, renamings(model), {e.source for e in entries})
         source = with_tied(source, dict(getattr(model, "_tied_weights_keys", None) or {}), {e.source for e in entries})
         check_fit(entries, {key: info[1] for key, info in source.infos.items()}, unmapped)
-        groups: dict[int, list] = {}
-        for entry in entries:
-            groups.setdefault(id(entry.variable), []).append(entry)
-        for group in groups.values():
+        for group in _groups(entries).values():
             variable = group[0].variable
             value = _converted_values(group, {e.source: source.read(e.source) for e in group})[id(variable)]
             variable[...] = jnp.asarray(np.array(value, dtype=variable.dtype))
